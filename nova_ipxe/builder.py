@@ -1,0 +1,140 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The pipeline: network data + a stock iPXE ISO -> a per-instance ISO.
+
+This is the one entry point the CLI and the hypervisor drivers use; it
+reads the ``[ipxe]`` options and applies them in one place.
+"""
+
+import dataclasses
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from oslo_utils import strutils
+
+from nova_ipxe import conf as ipxe_conf
+from nova_ipxe import exception
+from nova_ipxe import iso
+from nova_ipxe import menuurl
+from nova_ipxe import netdata
+from nova_ipxe import script
+
+LOG = logging.getLogger(__name__)
+CONF = ipxe_conf.CONF
+
+IPXE_BOOT_PROPERTIES = ('hw_ipxe_boot', 'ipxe_boot')
+
+
+def is_ipxe_image(disk_format, properties):
+    """The one rule: an ISO flagged ``hw_ipxe_boot`` (or legacy
+    ``ipxe_boot``) true is an iPXE boot image."""
+    if disk_format != 'iso':
+        return False
+    properties = properties or {}
+    return any(strutils.bool_from_string(properties.get(key), default=False)
+               for key in IPXE_BOOT_PROPERTIES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """What the script needs to know about one instance."""
+
+    network_data: dict
+    uuid: str = None
+    hostname: str = None
+    network_names: dict = None       # {Neutron network UUID: name}
+    image_properties: dict = None    # may carry ipxe_boot_menu_url
+    server_metadata: dict = None     # may carry ipxe_boot_menu_url
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+    text: str
+    menu_url: str
+    menu_url_source: str
+    menu_nic: netdata.Nic
+
+
+def configured_menu_url(conf=CONF):
+    """``[ipxe] boot_menu_url``, with a clear error for a "$" mistake.
+
+    oslo.config substitutes ``$name`` and ``${name}`` in option values, so
+    iPXE settings must be written ``$${net0/mac}`` in a config file.
+    """
+    try:
+        return conf.ipxe.boot_menu_url
+    except (cfg.TemplateSubstitutionError, cfg.NoSuchOptError) as e:
+        raise exception.ConfigError(
+            reason='boot_menu_url: %s. Write iPXE settings as $${name} '
+                   '(oslo.config substitutes ${name})' % e)
+
+
+def render_script(instance, conf=CONF):
+    """Render the instance's iPXE script from the ``[ipxe]`` options."""
+    opts = conf.ipxe
+    config = netdata.parse(instance.network_data, instance.network_names)
+    menu_nic = netdata.select_menu_nic(config, opts.menu_network)
+    url, source = menuurl.resolve(
+        configured_menu_url(conf), instance.image_properties,
+        instance.server_metadata, opts.allow_menu_url_override)
+    if opts.menu_identity:
+        url = menuurl.with_identity(url, menuurl.identity(
+            menu_nic, instance.uuid, instance.hostname))
+    policy = script.ChainPolicy(retries=opts.chain_retries,
+                                timeout=opts.chain_timeout,
+                                retry_delay=opts.chain_retry_delay,
+                                on_failure=opts.on_chain_failure)
+    text = script.render(config, url, menu_nic,
+                         instance_uuid=instance.uuid,
+                         hostname=instance.hostname, policy=policy)
+    LOG.debug('Rendered the iPXE script for %s: menu from %s via %s',
+              instance.uuid or 'instance', source, menu_nic.mac)
+    return Script(text=text, menu_url=url, menu_url_source=source,
+                  menu_nic=menu_nic)
+
+
+def load_base(source, conf=CONF):
+    """Parse a stock iPXE ISO (a path) within ``max_iso_size``."""
+    return iso.BaseIso.from_path(source, max_size=conf.ipxe.max_iso_size)
+
+
+def build_iso(base, instance, output, conf=CONF):
+    """Build the per-instance ISO at ``output`` from a parsed base.
+
+    :param base: a :class:`nova_ipxe.iso.BaseIso` or a path to one.
+    :returns: (:class:`nova_ipxe.iso.BuildResult`, :class:`Script`)
+    """
+    if isinstance(base, str):
+        base = load_base(base, conf)
+    rendered = render_script(instance, conf)
+    result = base.build(rendered.text, output, uefi=conf.ipxe.uefi)
+    LOG.info('Built %s for %s (%d bytes, BIOS %s, UEFI %s), menu %s',
+             output, instance.uuid or 'instance', result.size,
+             'yes' if result.bios else 'no', 'yes' if result.uefi else 'no',
+             rendered.menu_url_source)
+    return result, rendered
+
+
+def stock_on_failure(error, conf=CONF):
+    """Apply ``[ipxe] on_build_failure`` to a build error.
+
+    Returns True when the caller should boot the unmodified ISO; re-raises
+    the error otherwise.
+    """
+    if (conf.ipxe.on_build_failure == 'stock'
+            and isinstance(error, exception.NovaIpxeError)):
+        LOG.error('Could not build the per-instance iPXE ISO, booting the '
+                  'unmodified ISO as [ipxe] on_build_failure = stock: %s',
+                  error)
+        return True
+    raise error

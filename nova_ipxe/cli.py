@@ -1,0 +1,219 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ``nova-ipxe`` command for operators.
+
+Exit status: 0 on success, 1 with one ``nova-ipxe: error: ...`` line on
+standard error for bad input or a failed build, 2 for usage errors.  Never
+a traceback (``--debug`` logs one).
+"""
+
+import argparse
+import json
+import sys
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_ipxe import builder
+from nova_ipxe import conf as ipxe_conf
+from nova_ipxe import exception
+
+LOG = logging.getLogger(__name__)
+PROG = 'nova-ipxe'
+
+
+class UsageError(Exception):
+    pass
+
+
+def _add_script_args(p):
+    p.add_argument('--network-data', required=True, metavar='FILE',
+                   help='network_data.json (OpenStack metadata format); '
+                        '"-" reads standard input')
+    p.add_argument('--menu-url',
+                   help='boot menu URL to chain (default: [ipxe] '
+                        'boot_menu_url from --config-file)')
+    p.add_argument('--instance-uuid', metavar='U')
+    p.add_argument('--hostname', metavar='H')
+    p.add_argument('--menu-network', metavar='NAME_OR_UUID',
+                   help='[ipxe] menu_network')
+    p.add_argument('--on-chain-failure', choices=('disk', 'shell',
+                                                  'reboot'))
+    p.add_argument('--chain-retries', type=int, metavar='N')
+    p.add_argument('--chain-timeout', type=int, metavar='SECONDS')
+    p.add_argument('--no-identity', action='store_true',
+                   help='do not append uuid/hostname/mac/ip to the URL')
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Build per-instance iPXE boot ISOs with an '
+                               'injected static network script.')
+    parser.add_argument('--config-file', action='append', default=[],
+                        metavar='PATH', help='oslo.config file(s) with an '
+                                             '[ipxe] section')
+    parser.add_argument('--verbose', '-v', action='store_true',
+                        help='log progress (INFO) to standard error')
+    parser.add_argument('--debug', action='store_true')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+
+    p = sub.add_parser('build-iso', help='build a per-instance ISO')
+    p.add_argument('--source', required=True, metavar='ISO',
+                   help='stock iPXE ISO')
+    p.add_argument('--output', required=True, metavar='ISO')
+    p.add_argument('--uefi', choices=('auto', 'off', 'require'))
+    _add_script_args(p)
+
+    p = sub.add_parser('render-script',
+                       help='print the script build-iso would embed')
+    _add_script_args(p)
+
+    p = sub.add_parser('inspect', help='show what an iPXE ISO contains')
+    p.add_argument('iso', metavar='ISO')
+    p.add_argument('--json', action='store_true')
+    return parser
+
+
+def _load_conf(args):
+    conf = cfg.ConfigOpts()
+    ipxe_conf.register_opts(conf)
+    logging.register_options(conf)
+    try:
+        conf(args=[], project='nova-ipxe', default_config_files=[
+            f for f in args.config_file])
+    except cfg.ConfigFilesNotFoundError as e:
+        raise exception.ConfigError(reason='cannot read %s'
+                                    % ', '.join(e.config_files))
+    except cfg.Error as e:
+        raise exception.ConfigError(reason=str(e).strip())
+    conf.set_override('debug', args.debug)
+    logging.setup(conf, PROG)
+    if not (args.debug or args.verbose):
+        # Operators see warnings and the one error line, not progress.
+        logging.getLogger().logger.setLevel(logging.WARNING)
+    ipxe_conf.report_obsolete(conf)
+    overrides = {
+        'boot_menu_url': getattr(args, 'menu_url', None),
+        'menu_network': getattr(args, 'menu_network', None),
+        'on_chain_failure': getattr(args, 'on_chain_failure', None),
+        'chain_retries': getattr(args, 'chain_retries', None),
+        'chain_timeout': getattr(args, 'chain_timeout', None),
+        'uefi': getattr(args, 'uefi', None),
+    }
+    if getattr(args, 'no_identity', False):
+        overrides['menu_identity'] = False
+    for name, value in overrides.items():
+        if value is not None:
+            try:
+                conf.set_override(name, value, group='ipxe')
+            except ValueError as e:
+                raise UsageError('--%s: %s' % (name.replace('_', '-'), e))
+    return conf
+
+
+def _read_network_data(path):
+    try:
+        if path == '-':
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding='utf-8') as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise exception.InvalidNetworkData(
+            field=path, reason='cannot read it: %s'
+                               % (getattr(e, 'strerror', None) or e))
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise exception.InvalidNetworkData(field=path,
+                                           reason='not JSON: %s' % e)
+
+
+def _instance(args):
+    return builder.Instance(network_data=_read_network_data(
+        args.network_data), uuid=args.instance_uuid, hostname=args.hostname)
+
+
+def cmd_build_iso(args, conf):
+    result, rendered = builder.build_iso(args.source, _instance(args),
+                                         args.output, conf)
+    print('%s: %d bytes, BIOS %s, UEFI %s, menu NIC %s' % (
+        result.path, result.size, 'yes' if result.bios else 'no',
+        'yes' if result.uefi else 'no', rendered.menu_nic.mac))
+
+
+def cmd_render_script(args, conf):
+    sys.stdout.write(builder.render_script(_instance(args), conf).text)
+
+
+def cmd_inspect(args, conf):
+    info = builder.load_base(args.iso, conf).describe()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    print('ISO:       %s (%d bytes, volume %s)' % (info['source'],
+                                                  info['size'],
+                                                  info['volume_id']))
+    print('Names:     Rock Ridge %s, Joliet %s, isohybrid %s' % tuple(
+        'yes' if info[k] else 'no'
+        for k in ('rock_ridge', 'joliet', 'isohybrid')))
+    bios = info['bios']
+    if bios:
+        print('BIOS:      %s -> %s -> kernel %s (%d bytes); script: yes' % (
+            bios['boot_image'], bios['config'], bios['kernel'],
+            bios['kernel_size']))
+    else:
+        print('BIOS:      no boot entry')
+    uefi = info['uefi']
+    if uefi:
+        print('UEFI:      %s, loader %s; script: %s' % (
+            uefi['boot_image'], uefi['loader'] or 'none',
+            'yes' if uefi['script_injection'] else 'no (%s)'
+            % uefi['reason']))
+    else:
+        print('UEFI:      no boot entry')
+    print('Files:     %s' % ' '.join(info['files']))
+
+
+COMMANDS = {'build-iso': cmd_build_iso, 'render-script': cmd_render_script,
+            'inspect': cmd_inspect}
+
+
+def main(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    try:
+        conf = _load_conf(args)
+        COMMANDS[args.command](args, conf)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print('%s: error: %s' % (PROG, e), file=sys.stderr)
+        return 2
+    except exception.NovaIpxeError as e:
+        LOG.debug('Failed', exc_info=True)
+        print('%s: error: %s' % (PROG, e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('%s: error: interrupted' % PROG, file=sys.stderr)
+        return 1
+    except Exception as e:  # never a traceback for an operator
+        LOG.debug('Unexpected failure', exc_info=True)
+        print('%s: error: unexpected %s: %s' % (PROG, type(e).__name__, e),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,127 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ``[ipxe]`` options.
+
+The 2013 XenAPI feature used ``[xenserver] ipxe_boot_menu_url``,
+``ipxe_network_name`` and ``ipxe_mkisofs_cmd``; the first two are accepted
+as deprecated aliases, the last is accepted, ignored and reported.
+"""
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+GROUP = cfg.OptGroup(
+    'ipxe', title='iPXE boot ISO options',
+    help='Options for booting instances from an iPXE ISO with an injected, '
+         'instance-specific static network script (nova-ipxe).')
+
+MiB = 1024 * 1024
+
+ipxe_opts = [
+    cfg.StrOpt('boot_menu_url',
+               deprecated_opts=[cfg.DeprecatedOpt('ipxe_boot_menu_url',
+                                                  group='xenserver')],
+               help='URL of the boot menu (an iPXE script) that every '
+                    'instance chains once its network is up, for example '
+                    'http://boot.example.org/menu.ipxe. May use iPXE '
+                    'settings, written $${name} in this file because '
+                    'oslo.config substitutes ${name} (for example '
+                    '?mac=$${net0/mac}). Required to build a per-instance '
+                    'ISO.'),
+    cfg.StrOpt('menu_network',
+               deprecated_opts=[cfg.DeprecatedOpt('ipxe_network_name',
+                                                  group='xenserver')],
+               help='Neutron network name or UUID whose NIC chains the '
+                    'boot menu. Default: the NIC holding the IPv4 default '
+                    'route, else the one holding the IPv6 default route.'),
+    cfg.IntOpt('chain_retries', default=3, min=1, max=100,
+               help='How many times to try fetching the boot menu before '
+                    'running on_chain_failure.'),
+    cfg.IntOpt('chain_timeout', default=30, min=1, max=3600,
+               help='Seconds to wait for each attempt to fetch the boot '
+                    'menu.'),
+    cfg.IntOpt('chain_retry_delay', default=2, min=0, max=300,
+               help='Seconds to wait between two attempts to fetch the boot '
+                    'menu.'),
+    cfg.StrOpt('on_chain_failure', default='disk',
+               choices=[('disk', 'boot the first local disk (BIOS) or '
+                                 'return to the firmware (UEFI)'),
+                        ('shell', 'drop to the iPXE shell on the console'),
+                        ('reboot', 'reboot the instance')],
+               help='What the instance does when the boot menu cannot be '
+                    'fetched.'),
+    cfg.StrOpt('uefi', default='auto',
+               choices=[('auto', 'inject the script for UEFI when the ISO\'s '
+                                 'EFI iPXE can run it, else drop the UEFI '
+                                 'boot entry with a warning'),
+                        ('off', 'always drop the UEFI boot entry'),
+                        ('require', 'fail when the ISO cannot boot UEFI '
+                                    'with the script')],
+               help='UEFI handling of the regenerated ISO. Never leaves a '
+                    'stock, script-less UEFI iPXE in the ISO.'),
+    cfg.IntOpt('max_iso_size', default=64 * MiB, min=MiB,
+               help='Largest source iPXE ISO, in bytes, that nova-ipxe '
+                    'accepts.'),
+    cfg.BoolOpt('menu_identity', default=True,
+                help='Append the instance identity (uuid, hostname, mac, '
+                     'ip) as query parameters to the boot menu URL so a '
+                     'menu server can tell instances apart.'),
+    cfg.BoolOpt('allow_menu_url_override', default=True,
+                help='Honour a per-image property or per-server metadata '
+                     'key ipxe_boot_menu_url. Such URLs are tenant input: '
+                     'they must be plain http(s) URLs and may not use iPXE '
+                     'settings.'),
+    cfg.StrOpt('on_build_failure', default='fail',
+               choices=[('fail', 'fail the boot with the error'),
+                        ('stock', 'log the error and boot the unmodified '
+                                  'ISO (the VM will then need DHCP or '
+                                  'console typing)')],
+               help='What to do when the per-instance ISO cannot be built.'),
+]
+
+xenserver_legacy_opts = [
+    cfg.StrOpt('ipxe_mkisofs_cmd',
+               deprecated_for_removal=True,
+               deprecated_reason='nova-ipxe builds ISOs in-process and '
+                                 'never runs mkisofs; this option is '
+                                 'ignored.',
+               help='Obsolete. Accepted for compatibility with 2013 '
+                    'configurations and ignored.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(GROUP)
+    conf.register_opts(ipxe_opts, group=GROUP)
+    conf.register_opts(xenserver_legacy_opts, group='xenserver')
+
+
+def report_obsolete(conf):
+    """Log options that are accepted but have no effect any more."""
+    if conf.xenserver.ipxe_mkisofs_cmd:
+        LOG.warning('[xenserver] ipxe_mkisofs_cmd = %s is obsolete and '
+                    'ignored: nova-ipxe builds ISOs in-process. Remove it '
+                    'from the configuration.',
+                    conf.xenserver.ipxe_mkisofs_cmd)
+        return ['xenserver.ipxe_mkisofs_cmd']
+    return []
+
+
+def list_opts():
+    return [(GROUP, ipxe_opts), ('xenserver', xenserver_legacy_opts)]
+
+
+CONF = cfg.CONF
+register_opts(CONF)

@@ -1,0 +1,150 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Boot menu URLs: validation by trust level, overrides, identity query.
+
+An operator URL (``[ipxe] boot_menu_url``) is trusted to use iPXE settings
+such as ``${net0/mac}``.  A tenant URL (image property or server metadata
+``ipxe_boot_menu_url``) is not: it is re-encoded with a strict character
+set so that ``$``, whitespace and anything unusual become percent escapes.
+Either way the result must be a single iPXE token (see
+:func:`nova_ipxe.script.check_token`).
+"""
+
+import urllib.parse
+
+from nova_ipxe import exception
+from nova_ipxe import script
+
+OVERRIDE_KEY = 'ipxe_boot_menu_url'
+OPERATOR_SCHEMES = ('http', 'https', 'tftp')
+TENANT_SCHEMES = ('http', 'https')
+MAX_URL_LENGTH = 2048
+# RFC 3986 unreserved and reserved characters, minus "$" (iPXE settings)
+# and "#" (fragments mean nothing to a chain and start iPXE comments).
+_TENANT_SAFE = "-._~:/?[]@!&'()*+,;=%"
+
+
+def _split(url, schemes):
+    if not isinstance(url, str) or not url:
+        raise exception.InvalidMenuUrl(url=url, reason='empty')
+    if len(url) > MAX_URL_LENGTH:
+        raise exception.InvalidMenuUrl(
+            url=url[:64] + '...',
+            reason='longer than %d characters' % MAX_URL_LENGTH)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        raise exception.InvalidMenuUrl(
+            url=url, reason='scheme must be one of %s' % ', '.join(schemes))
+    if not parts.netloc:
+        raise exception.InvalidMenuUrl(url=url, reason='no host')
+    if '#' in url:
+        raise exception.InvalidMenuUrl(url=url,
+                                       reason='fragments (#) are not '
+                                              'allowed')
+    return parts
+
+
+def operator_url(url):
+    """Validate an operator-configured URL; iPXE settings are allowed."""
+    url = url.strip() if isinstance(url, str) else url
+    _split(url, OPERATOR_SCHEMES)
+    try:
+        return script.check_token(url, 'boot menu URL', allow_settings=True)
+    except exception.InvalidScriptValue as e:
+        raise exception.InvalidMenuUrl(url=url, reason=e.kwargs['reason'])
+
+
+def tenant_url(url):
+    """Validate and re-encode a tenant-supplied URL (no iPXE settings)."""
+    if not isinstance(url, str):
+        raise exception.InvalidMenuUrl(url=url, reason='not a string')
+    url = url.strip()
+    _split(url, TENANT_SCHEMES)
+    # A "%" not starting a valid escape is encoded too, so that no escape
+    # sequence can be invented by the decoder on the menu server side.
+    chars = []
+    for i, ch in enumerate(url):
+        if ch == '%' and not _is_escape(url, i):
+            chars.append('%25')
+        elif ch in _TENANT_SAFE or (ch.isascii() and ch.isalnum()):
+            chars.append(ch)
+        else:
+            chars.append(urllib.parse.quote(ch, safe=''))
+    encoded = ''.join(chars)
+    parts = _split(encoded, TENANT_SCHEMES)
+    if parts.username is not None or parts.password is not None:
+        raise exception.InvalidMenuUrl(
+            url=url, reason='credentials in the URL are not allowed')
+    try:
+        return script.check_token(encoded, 'boot menu URL')
+    except exception.InvalidScriptValue as e:
+        raise exception.InvalidMenuUrl(url=url, reason=e.kwargs['reason'])
+
+
+def _is_escape(text, i):
+    hexdigits = '0123456789abcdefABCDEF'
+    return (i + 2 < len(text) and text[i + 1] in hexdigits
+            and text[i + 2] in hexdigits)
+
+
+def resolve(configured, image_properties=None, server_metadata=None,
+            allow_override=True):
+    """Pick the menu URL for one instance.
+
+    Server metadata beats the image property, which beats the configured
+    URL.  Returns ``(url, source)`` with ``source`` one of ``server``,
+    ``image``, ``config``.
+    """
+    if allow_override:
+        for source, values in (('server', server_metadata),
+                               ('image', image_properties)):
+            value = (values or {}).get(OVERRIDE_KEY)
+            if value:
+                return tenant_url(value), source
+    if not configured:
+        raise exception.ConfigError(
+            reason='boot_menu_url is not set and no %s override was given'
+                   % OVERRIDE_KEY)
+    return operator_url(configured), 'config'
+
+
+def identity(menu_nic, instance_uuid=None, hostname=None):
+    """The identity query parameters for the NIC that chains the menu."""
+    if menu_nic.ipv4:
+        ip = menu_nic.ipv4.ip
+    elif menu_nic.ipv6:
+        ip = menu_nic.ipv6.ip
+    else:
+        ip = script.Setting('${ip}')  # DHCP: known only at boot time
+    return [('uuid', script.check_uuid(instance_uuid)),
+            ('hostname', script.check_hostname(hostname)),
+            ('mac', menu_nic.mac), ('ip', ip)]
+
+
+def with_identity(url, params):
+    """Append ``params`` (ordered pairs) to the URL's query, encoded.
+
+    A :class:`nova_ipxe.script.Setting` value is placed as its iPXE
+    expansion; everything else is percent-encoded.
+    """
+    params = [(k, v) for k, v in params if v is not None]
+    if not params:
+        return url
+    query = '&'.join('%s=%s' % (k, v.expression if isinstance(
+        v, script.Setting) else urllib.parse.quote(str(v), safe=''))
+        for k, v in params)
+    sep = '&' if '?' in url else '?'
+    if url.endswith(('?', '&')):
+        sep = ''
+    return script.check_token(url + sep + query, 'boot menu URL',
+                              allow_settings=True)

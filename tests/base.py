@@ -1,0 +1,58 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Shared test base: testtools + fixtures, a private [ipxe] config."""
+
+import copy
+import json
+import os
+
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+import testtools
+
+from nova_ipxe import conf as ipxe_conf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_NETWORK_DATA = os.path.join(REPO, 'tools', 'demo', 'network_data.json')
+BOOKWORM_ISO = '/usr/lib/ipxe/ipxe.iso'
+TRIXIE_DIR = os.path.join(REPO, '.cache', 'trixie-ipxe')
+TRIXIE_ISO = os.path.join(TRIXIE_DIR, 'usr', 'lib', 'ipxe', 'ipxe.iso')
+
+
+def demo_network_data():
+    with open(DEMO_NETWORK_DATA) as f:
+        return json.load(f)
+
+
+class TestCase(testtools.TestCase):
+    """Each test gets its own ConfigOpts with the [ipxe] options."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.Timeout(int(os.environ.get(
+            'OS_TEST_TIMEOUT', 600)), gentle=True))
+        conf = cfg.ConfigOpts()
+        ipxe_conf.register_opts(conf)
+        self.conf_fixture = self.useFixture(config_fixture.Config(conf))
+        self.conf = conf
+        conf([], default_config_files=[])
+        self.flags(boot_menu_url='http://192.0.2.1:8080/menu.ipxe')
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+
+    def flags(self, group='ipxe', **kw):
+        self.conf_fixture.config(group=group, **kw)
+
+    @staticmethod
+    def network_data():
+        return copy.deepcopy(demo_network_data())

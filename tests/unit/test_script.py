@@ -1,0 +1,153 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+import urllib.parse
+
+from nova_ipxe import builder
+from nova_ipxe import exception
+from tests import base
+from tests.unit import ipxe_syntax
+from tests.unit import test_netdata
+
+UUID = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f'
+
+
+class ScriptTestCase(base.TestCase):
+
+    def render(self, data=None, **kw):
+        kw.setdefault('uuid', UUID)
+        kw.setdefault('hostname', 'demo-1')
+        instance = builder.Instance(
+            network_data=data or self.network_data(), **kw)
+        return builder.render_script(instance, self.conf)
+
+    def chain_url(self, text):
+        chains = ipxe_syntax.command_lines(text, 'chain')
+        self.assertEqual(1, len(chains))
+        self.assertEqual(('chain', '--timeout', '30000'), chains[0][:3])
+        return chains[0][3]
+
+    def test_static_nic_found_by_mac_never_dhcp(self):
+        text = self.render().text
+        self.assertTrue(text.startswith('#!ipxe\n'))
+        self.assertEqual([], ipxe_syntax.command_lines(text, 'dhcp'))
+        self.assertEqual([], ipxe_syntax.command_lines(text, 'ifconf'))
+        sets = ipxe_syntax.command_lines(text, 'set')
+        for expected in [
+                ('set', '${nipxe-nic0}/ip', '192.0.2.10'),
+                ('set', '${nipxe-nic0}/netmask', '255.255.255.0'),
+                ('set', '${nipxe-nic0}/gateway', '192.0.2.1'),
+                ('set', '${nipxe-nic0}/ip6', '2001:db8::10'),
+                ('set', '${nipxe-nic0}/len6', '64'),
+                ('set', '${nipxe-nic0}/gateway6', '2001:db8::1'),
+                ('set', '${nipxe-nic0}/mtu', '1450'),
+                # standard settings for netboot.xyz-style menus
+                ('set', 'ip', '192.0.2.10'),
+                ('set', 'netmask', '255.255.255.0'),
+                ('set', 'gateway', '192.0.2.1'),
+                ('set', 'dns', '192.0.2.53'),
+                ('set', 'dns6', '2001:db8::53'),
+                ('set', 'hostname', 'demo-1')]:
+            self.assertIn(expected, sets)
+        self.assertIn(('iseq', '${net${nipxe-i}/mac}', 'fa:16:3e:12:34:56',
+                       ), ipxe_syntax.command_lines(text, 'iseq'))
+        self.assertEqual([('ifopen', '${nipxe-nic0}')],
+                         ipxe_syntax.command_lines(text, 'ifopen'))
+
+    def test_chain_url_carries_identity(self):
+        url = self.chain_url(self.render().text)
+        parts = urllib.parse.urlsplit(url)
+        self.assertEqual('/menu.ipxe', parts.path)
+        self.assertEqual([('uuid', UUID), ('hostname', 'demo-1'),
+                          ('mac', 'fa:16:3e:12:34:56'),
+                          ('ip', '192.0.2.10')],
+                         urllib.parse.parse_qsl(parts.query))
+
+    def test_identity_appended_to_operator_query(self):
+        self.flags(boot_menu_url='http://boot/m.ipxe?site=a&m=${net0/mac}')
+        url = self.chain_url(self.render().text)
+        self.assertTrue(url.startswith(
+            'http://boot/m.ipxe?site=a&m=${net0/mac}&uuid=%s&' % UUID))
+
+    def test_identity_off(self):
+        self.flags(menu_identity=False)
+        self.assertEqual('http://192.0.2.1:8080/menu.ipxe',
+                         self.chain_url(self.render().text))
+
+    def test_dhcp_nic_identity_ip_expands_at_boot(self):
+        data = test_netdata.two_nics()
+        data['networks'][1]['routes'] = []
+        text = self.render(data).text
+        self.assertEqual([('dhcp', '${nipxe-nic0}')],
+                         [c[:2] for c in
+                          ipxe_syntax.command_lines(text, 'dhcp')])
+        self.assertTrue(self.chain_url(text).endswith('&ip=${ip}'))
+
+    def test_two_nics_menu_nic_in_standard_settings(self):
+        data = test_netdata.two_nics()
+        data['networks'][0] = {
+            'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
+            'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
+            'network_id': test_netdata.NET_A}
+        text = self.render(data).text
+        sets = ipxe_syntax.command_lines(text, 'set')
+        self.assertIn(('set', '${nipxe-nic0}/ip', '203.0.113.9'), sets)
+        self.assertIn(('set', '${nipxe-nic1}/ip', '198.51.100.7'), sets)
+        self.assertIn(('set', 'ip', '198.51.100.7'), sets)
+        self.assertNotIn(('set', 'ip', '203.0.113.9'), sets)
+        self.assertIn('mac=fa%3A16%3A3e%3A00%3A00%3A0b', self.chain_url(text))
+
+    def test_retries_and_fallbacks(self):
+        for policy, tail in (('disk', ('sanboot', '--no-describe',
+                                       '--drive', '0x80')),
+                             ('shell', ('shell',)),
+                             ('reboot', ('reboot',))):
+            self.flags(on_chain_failure=policy, chain_retries=5)
+            text = self.render().text
+            self.assertIn(('iseq', '${nipxe-try}', '5'),
+                          ipxe_syntax.command_lines(text, 'iseq'))
+            items = ipxe_syntax.commands(text)
+            failed = items.index(('label', 'menu_failed'))
+            done = items.index(('label', 'menu_done'))
+            fallback = [i[1] for i in items[failed:done] if i[0] == 'cmd']
+            self.assertIn(tail, fallback, policy)
+
+    def test_tenant_override(self):
+        text = self.render(server_metadata={
+            'ipxe_boot_menu_url': 'http://tenant.example/m?a=${ip}'}).text
+        url = self.chain_url(text)
+        self.assertTrue(url.startswith('http://tenant.example/m?a=%24%7Bip%7D'
+                                       '&uuid='), url)
+
+    def test_override_disabled(self):
+        self.flags(allow_menu_url_override=False)
+        text = self.render(image_properties={
+            'ipxe_boot_menu_url': 'http://tenant.example/m'}).text
+        self.assertTrue(self.chain_url(text).startswith(
+            'http://192.0.2.1:8080/menu.ipxe?'))
+
+    def test_bad_hostname_uuid(self):
+        for hostname in ('-bad', 'a b', 'x' * 64, 'a..b', '#x', 'ok\\'):
+            self.assertRaises(exception.InvalidScriptValue, self.render,
+                              hostname=hostname)
+        self.assertRaises(exception.InvalidScriptValue, self.render,
+                          uuid='not-a-uuid')
+
+    def test_missing_menu_url(self):
+        self.flags(boot_menu_url=None)
+        self.assertRaises(exception.ConfigError, self.render)
+
+    def test_operator_url_checked(self):
+        for url in ('ftp://x/m', 'http:///m', 'http://x/m#frag',
+                    'http://x/m a', 'http://x/m\nshell', 'http://x/${a'):
+            self.flags(boot_menu_url=url)
+            self.assertRaises(exception.InvalidMenuUrl, self.render)
