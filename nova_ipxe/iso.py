@@ -188,19 +188,34 @@ class BaseIso:
             raise exception.IsoTooLarge(source=source, size=len(data),
                                         limit=max_size)
         self.data = memoryview(data)
+        self._check_volume_size()
         iso = pycdlib.PyCdlib()
         try:
             iso.open_fp(io.BytesIO(data))
-        except pycdlibexception.PyCdlibException as e:
+        except Exception as e:
+            # pycdlib is not hardened against hostile images: anything it
+            # raises while parsing means the bytes are not a usable ISO.
             raise exception.InvalidIso(
                 source=source, reason='not a readable ISO 9660 image '
-                '(%s)' % e)
+                '(%s: %s)' % (type(e).__name__, e))
         try:
             self._read(iso)
         except pycdlibexception.PyCdlibException as e:
             raise exception.InvalidIso(source=source, reason=str(e))
         finally:
             iso.close()
+
+    def _check_volume_size(self):
+        """Catch truncated downloads before pycdlib trips over them."""
+        pvd = self.data[16 * SECTOR:17 * SECTOR]
+        if len(pvd) < SECTOR or bytes(pvd[1:6]) != b'CD001':
+            self._fail('not a readable ISO 9660 image (no primary volume '
+                       'descriptor)')
+        blocks = int.from_bytes(pvd[80:84], 'little')
+        block_size = int.from_bytes(pvd[128:130], 'little') or SECTOR
+        if blocks * block_size > len(self.data):
+            self._fail('it is truncated: the volume is %d bytes, the image '
+                       'only %d' % (blocks * block_size, len(self.data)))
 
     @classmethod
     def from_path(cls, path, max_size=None):
@@ -457,6 +472,9 @@ class BaseIso:
             if f.iso_path == SCRIPT_ISO_PATH:
                 continue  # our own script replaces a previous one
             data = replaced.get(f.iso_path)
+            if data is None and posixpath.basename(
+                    f.path).lower() == AUTOEXEC:
+                data = script  # no stale stock script stays on the ISO
             if data is None:
                 data = self.file_bytes(f)
             new.add_fp(io.BytesIO(data), len(data), f.iso_path,

@@ -14,6 +14,7 @@
 
 import copy
 import json
+import logging
 import os
 
 import fixtures
@@ -42,6 +43,9 @@ class TestCase(testtools.TestCase):
         super().setUp()
         self.useFixture(fixtures.Timeout(int(os.environ.get(
             'OS_TEST_TIMEOUT', 600)), gentle=True))
+        # Keep library logging out of the test output (tests that check
+        # a message install their own FakeLogger).
+        self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
         conf = cfg.ConfigOpts()
         ipxe_conf.register_opts(conf)
         self.conf_fixture = self.useFixture(config_fixture.Config(conf))
