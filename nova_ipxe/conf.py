@@ -103,8 +103,11 @@ xenserver_legacy_opts = [
 
 
 def register_opts(conf):
-    conf.register_group(GROUP)
-    conf.register_opts(ipxe_opts, group=GROUP)
+    # A fresh OptGroup per ConfigOpts: oslo.config keeps overrides in the
+    # group object, which must not be shared between configurations.
+    conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
+                                     help=GROUP.help))
+    conf.register_opts(ipxe_opts, group=GROUP.name)
     conf.register_opts(xenserver_legacy_opts, group='xenserver')
 
 
