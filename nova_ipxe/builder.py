@@ -36,8 +36,10 @@ IPXE_BOOT_PROPERTIES = ('hw_ipxe_boot', 'ipxe_boot')
 
 
 def is_ipxe_image(disk_format, properties):
-    """The one rule: an ISO flagged ``hw_ipxe_boot`` (or legacy
-    ``ipxe_boot``) true is an iPXE boot image."""
+    """Whether an image is an iPXE boot image: the one rule.
+
+    An ISO whose ``hw_ipxe_boot`` (or legacy ``ipxe_boot``) is true.
+    """
     if disk_format != 'iso':
         return False
     properties = properties or {}

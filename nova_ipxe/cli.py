@@ -162,9 +162,8 @@ def cmd_inspect(args, conf):
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return
-    print('ISO:       %s (%d bytes, volume %s)' % (info['source'],
-                                                  info['size'],
-                                                  info['volume_id']))
+    print('ISO:       %s (%d bytes, volume %s)'
+          % (info['source'], info['size'], info['volume_id']))
     print('Names:     Rock Ridge %s, Joliet %s, isohybrid %s' % tuple(
         'yes' if info[k] else 'no'
         for k in ('rock_ridge', 'joliet', 'isohybrid')))

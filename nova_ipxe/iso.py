@@ -358,7 +358,7 @@ class BaseIso:
 
     def _efi_details(self, image):
         try:
-            fat = esp.FatImage(bytes(self.file_bytes(image)), image.path)
+            fat = esp.FatImage(self.file_bytes(image), image.path)
             loader = fat.read_file(EFI_LOADER)
         except exception.EfiImageError as e:
             return EfiBoot(image=image, reason=e.message)
@@ -422,7 +422,7 @@ class BaseIso:
         return True
 
     def _efi_image_with(self, script):
-        fat = esp.FatImage(bytes(self.file_bytes(self.efi.image)),
+        fat = esp.FatImage(self.file_bytes(self.efi.image),
                            self.efi.image.path)
         fat.write_file('/', AUTOEXEC, script)
         # A newer iPXE prefers a script next to the loader: replace one

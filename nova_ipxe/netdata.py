@@ -312,10 +312,11 @@ def parse(data, network_names=None):
 
     _dns_from(data.get('services'), 'services', dns4, dns6)
     if len(dns4) > 1 or len(dns6) > 1:
+        used = dns4[:1] + dns6[:1]
+        ignored = dns4[1:] + dns6[1:]
         LOG.info('iPXE uses one DNS server per family; using %s and '
-                 'ignoring %s', ', '.join(str(d) for d in (dns4[:1]
-                                                          + dns6[:1])),
-                 ', '.join(str(d) for d in dns4[1:] + dns6[1:]))
+                 'ignoring %s', ', '.join(map(str, used)),
+                 ', '.join(map(str, ignored)))
     return NetworkConfig(nics=list(nics.values()), dns4=dns4, dns6=dns6)
 
 

@@ -119,8 +119,11 @@ def bookworm_parts():
 
 
 def genfsimg_iso(tmp):
-    """Upstream ``make bin/ipxe.iso`` (2021+): ipxe.lkrn with APPEND
-    initrd=autoexec.ipxe, esp.img with the loader and autoexec.ipxe."""
+    """Upstream ``make bin/ipxe.iso`` (2021+) layout.
+
+    ipxe.lkrn with an initrd autoexec.ipxe, and esp.img with the loader
+    and autoexec.ipxe.
+    """
     isolinux, ldlinux, _ = bookworm_parts()
     stock_script = b'#!ipxe\ndhcp\nchain http://stock.invalid/\n'
     esp = fat_image(os.path.join(tmp, 'esp.img'), {
@@ -139,8 +142,11 @@ def genfsimg_iso(tmp):
 
 
 def plain_iso(tmp):
-    """Only ISO 9660 level 1 names (8.3, upper case), ISOLINUX in a
-    directory, the kernel named in lower case in isolinux.cfg."""
+    """Only ISO 9660 level 1 names (8.3, upper case).
+
+    ISOLINUX lives in a directory and isolinux.cfg names the kernel in
+    lower case.
+    """
     isolinux, ldlinux, files = bookworm_parts()
     cfg = b'DEFAULT ipxe\nLABEL ipxe\n  LINUX /ipxe.lkr\n'
     return write_iso(os.path.join(tmp, 'plain.iso'), {

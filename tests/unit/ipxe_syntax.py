@@ -58,8 +58,10 @@ def commands(text):
 
 
 def skeleton(text):
-    """The command structure with argument values blanked out, except
-    for tokens that expand iPXE settings, which stay visible."""
+    """The command structure with argument values blanked out.
+
+    Tokens that expand iPXE settings stay visible.
+    """
     shape = []
     for item in commands(text):
         if item[0] == 'label':
