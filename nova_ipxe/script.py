@@ -163,6 +163,7 @@ def _fallback(w, on_failure):
         w.raw('shell')
     elif on_failure == 'reboot':
         w.raw('echo nova-ipxe: rebooting')
+        w.raw('sleep 1')  # let the console show the message
         w.raw('reboot')
     else:
         w.raw('echo nova-ipxe: booting from the local disk')

@@ -1,0 +1,298 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Proof by booting: per-instance ISOs built by nova-ipxe, booted in QEMU
+(TCG) on a network namespace with no DHCP server anywhere.
+
+Each test asserts what the menu server saw (source address, identity
+query, the standard settings a netboot.xyz-style menu would hand to an
+installer) or what the VM did, and that no DHCP packet was sent.
+Power-on-to-menu times are attached as the ``boot-timing`` detail and
+appended to $NOVA_IPXE_BOOT_TIMINGS when that is set (tools/run-tests.sh
+prints them).
+"""
+
+import ipaddress
+import json
+import os
+import time
+import urllib.parse
+import uuid
+
+from testtools import content
+
+from nova_ipxe import builder
+from tests import base
+from tools import bootlab
+
+BOOT_TIMEOUT = 180
+UUID = str(uuid.uuid4())
+
+# What a netboot.xyz-style menu does: read the standard settings (for an
+# installer's ip= argument) and move on; here it reports them back.
+MENU = '''#!ipxe
+echo nova-ipxe-test: menu reached from ${ip}${ip6}
+chain %(seen)s?ip=${ip}&netmask=${netmask}&gateway=${gateway}&dns=${dns}\
+&ip6=${ip6}&dns6=${dns6}&hostname=${hostname} || echo seen failed
+sleep 1
+reboot
+'''
+BYE = '#!ipxe\necho nova-ipxe-test: done\nsleep 1\nreboot\n'
+
+
+def nic_data(mac, link, ipv4=None, ipv6=None, network_id=None):
+    """One port's network_data.json entries: (link, [networks]).
+
+    Shaped as Nova's get_network_metadata() writes them.
+    """
+    network_id = network_id or str(uuid.uuid4())
+    networks = []
+    if ipv4:
+        address, prefix, gateway = ipv4
+        networks.append({
+            'id': 'network-%s-4' % link, 'type': 'ipv4', 'link': link,
+            'ip_address': address,
+            'netmask': str(ipaddress.ip_network(
+                '0.0.0.0/%d' % prefix).netmask),
+            'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
+                        'gateway': gateway}] if gateway else [],
+            'network_id': network_id, 'services': []})
+    if ipv6:
+        address, prefix, gateway = ipv6
+        networks.append({
+            'id': 'network-%s-6' % link, 'type': 'ipv6', 'link': link,
+            'ip_address': address,
+            'netmask': str(ipaddress.ip_network('::/%d' % prefix).netmask),
+            'routes': [{'network': '::', 'netmask': '::',
+                        'gateway': gateway}] if gateway else [],
+            'network_id': network_id, 'services': []})
+    return ({'id': link, 'vif_id': str(uuid.uuid4()), 'type': 'ovs',
+             'ethernet_mac_address': mac, 'mtu': 1500}, networks)
+
+
+def network_data(*nics, dns=()):
+    return {'links': [link for link, _ in nics],
+            'networks': [n for _, nets in nics for n in nets],
+            'services': [{'type': 'dns', 'address': a} for a in dns]}
+
+
+class BootTestCase(base.TestCase):
+
+    firmware = 'bios'
+
+    def setUp(self):
+        super().setUp()
+        bootlab.check_prerequisites(iso=True, uefi=self.firmware == 'uefi')
+        self.lab = self.useFixture(bootlab.LabFixture()).lab
+        self.dhcp = None
+        self.timing = {}
+        self.addDetail('boot-timing', content.Content(
+            content.UTF8_TEXT, lambda: [json.dumps(self.timing).encode()]))
+
+    def start_dhcp_sentinel(self):
+        self.dhcp = bootlab.DhcpSentinel(self.lab).start()
+
+    def menu_server(self, bind):
+        server = bootlab.MenuServer(self.lab, bind, 0, name='menu-' + (
+            '6' if ':' in bind else '4'))
+        server.start()
+        server.set_routes({'/menu.ipxe': MENU % {
+            'seen': server.url_for('/seen')}, '/seen': BYE})
+        return server
+
+    def build(self, data, source=base.BOOKWORM_ISO, hostname='vm-1',
+              **flags):
+        flags.setdefault('chain_timeout', 10)
+        flags.setdefault('chain_retry_delay', 1)
+        self.flags(**flags)
+        out = os.path.join(self.tmp, 'instance.iso')
+        result, rendered = builder.build_iso(source, builder.Instance(
+            network_data=data, uuid=UUID, hostname=hostname), out,
+            self.conf)
+        self.rendered = rendered
+        return out, result
+
+    def boot(self, iso, nics):
+        vm = bootlab.Vm(self.lab, cdrom=iso, nics=nics,
+                        firmware=self.firmware)
+        vm.start()
+        return vm
+
+    def record(self, name, vm, request):
+        self.timing = {
+            'case': name, 'firmware': self.firmware,
+            'power_on_to_menu_s': round(request['time'] - vm.started_at, 2)}
+        path = os.environ.get('NOVA_IPXE_BOOT_TIMINGS')
+        if path:
+            with open(path, 'a') as f:
+                f.write(json.dumps(self.timing) + '\n')
+
+    def assertNoDhcp(self):
+        self.dhcp.sync()
+        self.assertEqual([], self.dhcp.packets())
+
+    def assertMenuFlow(self, menu, vm, name, client, mac, ip):
+        request = menu.wait_for('/menu.ipxe', timeout=BOOT_TIMEOUT, vm=vm)
+        self.record(name, vm, request)
+        self.assertEqual(client, request['client'])
+        self.assertEqual({'uuid': UUID, 'hostname': 'vm-1', 'mac': mac,
+                          'ip': ip}, request['query'])
+        seen = menu.wait_for('/seen', timeout=BOOT_TIMEOUT, vm=vm)
+        result = vm.wait(BOOT_TIMEOUT)
+        self.assertEqual(0, result.returncode, result.serial_clean[-2000:])
+        self.assertIn('nova-ipxe: %s configured on net' % mac,
+                      result.serial_clean)
+        return seen['query'], result
+
+
+class BiosBootTestCase(BootTestCase):
+
+    def one_nic_v4(self, model):
+        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
+        self.lab.add_tap('tap0', 'br0')
+        self.start_dhcp_sentinel()
+        menu = self.menu_server('192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')), dns=['192.0.2.53'])
+        iso, result = self.build(
+            data, boot_menu_url=menu.url_for('/menu.ipxe'))
+        self.assertEqual((True, False), (result.bios, result.uefi))
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac, model=model)])
+        seen, _ = self.assertMenuFlow(menu, vm, 'bios-' + model,
+                                      '192.0.2.10', mac, '192.0.2.10')
+        # The standard settings are left for the menu to use.
+        self.assertEqual('192.0.2.10', seen['ip'])
+        self.assertEqual('255.255.255.0', seen['netmask'])
+        self.assertEqual('192.0.2.1', seen['gateway'])
+        self.assertEqual('192.0.2.53', seen['dns'])
+        self.assertEqual('vm-1', seen['hostname'])
+        self.assertNoDhcp()
+
+    def test_e1000(self):
+        self.one_nic_v4('e1000')
+
+    def test_virtio_net(self):
+        self.one_nic_v4('virtio-net-pci')
+
+    def test_static_ipv6_only(self):
+        self.lab.add_bridge('br0', ipv6='2001:db8::1/64')
+        self.lab.add_tap('tap0', 'br0')
+        self.start_dhcp_sentinel()
+        menu = self.menu_server('2001:db8::1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv6=(
+            '2001:db8::10', 64, '2001:db8::1')), dns=['2001:db8::53'])
+        iso, _ = self.build(data, boot_menu_url=menu.url_for('/menu.ipxe'))
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        seen, _ = self.assertMenuFlow(menu, vm, 'bios-ipv6-only',
+                                      '2001:db8::10', mac, '2001:db8::10')
+        self.assertEqual('2001:db8::10', seen['ip6'])
+        self.assertEqual('2001:db8::53', seen['dns6'])
+        self.assertEqual('', seen.get('ip', ''))
+        self.assertNoDhcp()
+
+    def test_second_nic_reaches_menu(self):
+        # The first port sits on a network with nothing on it; only the
+        # second one (default route) reaches the menu. iPXE must find it
+        # by MAC and chain through it.
+        self.lab.add_bridge('br-a', ipv4='198.51.100.1/24')
+        self.lab.add_bridge('br-b', ipv4='192.0.2.1/24')
+        self.lab.add_tap('tap-a', 'br-a')
+        self.lab.add_tap('tap-b', 'br-b')
+        self.start_dhcp_sentinel()
+        menu = self.menu_server('192.0.2.1')
+        mac_a, mac_b = bootlab.unique_macs(2)
+        data = network_data(
+            nic_data(mac_a, 'tap-a', ipv4=('198.51.100.10', 24, None)),
+            nic_data(mac_b, 'tap-b', ipv4=('192.0.2.20', 24, '192.0.2.1')),
+            dns=['192.0.2.53'])
+        iso, _ = self.build(data, boot_menu_url=menu.url_for('/menu.ipxe'))
+        self.assertEqual(mac_b, self.rendered.menu_nic.mac)
+        vm = self.boot(iso, [bootlab.Nic('tap-a', mac_a),
+                             bootlab.Nic('tap-b', mac_b)])
+        seen, result = self.assertMenuFlow(menu, vm, 'bios-two-nics',
+                                           '192.0.2.20', mac_b, '192.0.2.20')
+        self.assertEqual('192.0.2.20', seen['ip'])  # the menu NIC's
+        self.assertIn('nova-ipxe: %s configured on net0' % mac_a,
+                      result.serial_clean)
+        self.assertIn('nova-ipxe: %s configured on net1' % mac_b,
+                      result.serial_clean)
+        self.assertNoDhcp()
+
+    def test_unreachable_menu_ends_in_fallback_never_dhcp(self):
+        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
+        self.lab.add_tap('tap0', 'br0')
+        self.start_dhcp_sentinel()
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        # Nothing listens on port 9 of the bridge: every try is refused.
+        iso, _ = self.build(data, boot_menu_url='http://192.0.2.1:9/m',
+                            on_chain_failure='reboot', chain_retries=2)
+        started = time.monotonic()
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        result = vm.wait(BOOT_TIMEOUT)
+        self.timing = {'case': 'bios-unreachable-menu',
+                       'power_on_to_exit_s': round(
+                           time.monotonic() - started, 2)}
+        self.assertEqual(0, result.returncode)  # guest reboot, -no-reboot
+        serial = result.serial_clean
+        self.assertIn('fetching the boot menu, try 2 of 2', serial)
+        self.assertNotIn('try 3 of', serial)
+        self.assertIn('no boot menu after 2 tries', serial)
+        self.assertIn('nova-ipxe: rebooting', serial)
+        self.assertNotIn('DHCP', serial)
+        self.assertNoDhcp()
+
+
+class UefiBootTestCase(BootTestCase):
+
+    firmware = 'uefi'
+
+    def test_trixie_ovmf(self):
+        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
+        self.lab.add_tap('tap0', 'br0')
+        self.start_dhcp_sentinel()
+        menu = self.menu_server('192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')), dns=['192.0.2.53'])
+        iso, result = self.build(data, source=base.TRIXIE_ISO,
+                                 boot_menu_url=menu.url_for('/menu.ipxe'),
+                                 uefi='require')
+        self.assertTrue(result.uefi)
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        seen, _ = self.assertMenuFlow(menu, vm, 'uefi-trixie', '192.0.2.10',
+                                      mac, '192.0.2.10')
+        self.assertEqual('192.0.2.1', seen['gateway'])
+        self.assertNoDhcp()
+
+    def test_query_encoding_survives_ipxe(self):
+        # Operator URL with its own query: ours is appended after it.
+        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
+        self.lab.add_tap('tap0', 'br0')
+        self.start_dhcp_sentinel()
+        menu = self.menu_server('192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        url = menu.url_for('/menu.ipxe') + '?site=lab%20one&nic=${net0/mac}'
+        iso, _ = self.build(data, source=base.TRIXIE_ISO,
+                            boot_menu_url=url.replace('$', '$$'))
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        request = menu.wait_for('/menu.ipxe', timeout=BOOT_TIMEOUT, vm=vm)
+        vm.stop()
+        self.assertEqual('lab one', request['query']['site'])
+        self.assertEqual(mac, urllib.parse.unquote(request['query']['nic']))
+        self.assertEqual(UUID, request['query']['uuid'])
+        self.assertEqual(mac, request['query']['mac'])

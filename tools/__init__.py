@@ -1,0 +1,1 @@
+"""Helper scripts for nova-ipxe: demo and boot lab (not installed)."""
