@@ -16,14 +16,16 @@ This is the one entry point the CLI and the hypervisor drivers use; it
 reads the ``[ipxe]`` options and applies them in one place.
 """
 
+import collections
 import dataclasses
+import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
-from oslo_utils import strutils
 
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import image
 from nova_ipxe import iso
 from nova_ipxe import menuurl
 from nova_ipxe import netdata
@@ -32,19 +34,8 @@ from nova_ipxe import script
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
 
-IPXE_BOOT_PROPERTIES = ('hw_ipxe_boot', 'ipxe_boot')
-
-
-def is_ipxe_image(disk_format, properties):
-    """Whether an image is an iPXE boot image: the one rule.
-
-    An ISO whose ``hw_ipxe_boot`` (or legacy ``ipxe_boot``) is true.
-    """
-    if disk_format != 'iso':
-        return False
-    properties = properties or {}
-    return any(strutils.bool_from_string(properties.get(key), default=False)
-               for key in IPXE_BOOT_PROPERTIES)
+# The rule lives in nova_ipxe.image; re-exported for the drivers.
+is_ipxe_image = image.is_ipxe_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +101,35 @@ def load_base(source, conf=CONF):
     return iso.BaseIso.from_path(source, max_size=conf.ipxe.max_iso_size)
 
 
+class ParsedBases:
+    """Parsed cache entries kept in memory for warm builds.
+
+    Entries are content-addressed (image ID and hash), so a parsed base
+    stays valid for as long as its key does.
+    """
+
+    def __init__(self, size=4):
+        self.size = size
+        self._bases = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, path, conf=CONF):
+        with self._lock:
+            base = self._bases.get(key)
+            if base is not None:
+                self._bases.move_to_end(key)
+                return base
+        base = load_base(path, conf)
+        with self._lock:
+            self._bases[key] = base
+            while len(self._bases) > self.size:
+                self._bases.popitem(last=False)
+        return base
+
+
+PARSED_BASES = ParsedBases()
+
+
 def build_iso(base, instance, output, conf=CONF):
     """Build the per-instance ISO at ``output`` from a parsed base.
 
@@ -125,6 +145,26 @@ def build_iso(base, instance, output, conf=CONF):
              'yes' if result.bios else 'no', 'yes' if result.uefi else 'no',
              rendered.menu_url_source)
     return result, rendered
+
+
+def build_iso_from_image(client, cache, image_id, instance, output,
+                         conf=CONF, progress=None):
+    """Fetch (or reuse) the image's verified base ISO, then build.
+
+    :param client: a :class:`nova_ipxe.glance.GlanceClient` carrying the
+        caller's token.
+    :param cache: a :class:`nova_ipxe.cache.BaseIsoCache`.
+    :returns: (BuildResult, Script, CachedIso)
+    """
+    with cache.get(client, image_id, conf.ipxe.max_iso_size,
+                   progress=progress) as entry:
+        base = PARSED_BASES.get(entry.info.cache_key, entry.path, conf)
+        props = dict(instance.image_properties or {})
+        props.setdefault(menuurl.OVERRIDE_KEY, entry.info.properties.get(
+            menuurl.OVERRIDE_KEY))
+        instance = dataclasses.replace(instance, image_properties=props)
+        result, rendered = build_iso(base, instance, output, conf)
+    return result, rendered, entry
 
 
 def stock_on_failure(error, conf=CONF):

@@ -91,6 +91,42 @@ ipxe_opts = [
                help='What to do when the per-instance ISO cannot be built.'),
 ]
 
+glance_opts = [
+    cfg.URIOpt('glance_url', schemes=['http', 'https'],
+               help='Glance endpoint (for example http://glance:9292) for '
+                    'the nova-ipxe command. The Nova drivers use Nova\'s '
+                    'own Glance endpoint, TLS settings and the request\'s '
+                    'token instead.'),
+    cfg.StrOpt('glance_ca_file',
+               help='CA bundle to verify Glance\'s TLS certificate.'),
+    cfg.BoolOpt('glance_insecure', default=False,
+                help='Do not verify Glance\'s TLS certificate (testing '
+                     'only).'),
+    cfg.IntOpt('glance_connect_timeout', default=10, min=1,
+               help='Seconds to wait for a connection to Glance.'),
+    cfg.IntOpt('glance_read_timeout', default=60, min=1,
+               help='Seconds to wait for data from Glance before the '
+                    'attempt counts as failed.'),
+    cfg.IntOpt('glance_retries', default=3, min=0, max=20,
+               help='Retries after a connection error, a timeout or an '
+                    'HTTP 5xx from Glance (downloads resume where they '
+                    'broke).'),
+    cfg.FloatOpt('glance_retry_delay', default=1.0, min=0,
+                 help='Seconds before the first retry; doubled each time, '
+                      'at most 30.'),
+    cfg.StrOpt('cache_dir',
+               help='Directory of the verified base-ISO cache: one copy '
+                    'per image and hash, shared by every instance on the '
+                    'host. Default: $state_path/ipxe/base inside Nova, '
+                    '/var/cache/nova-ipxe for the nova-ipxe command.'),
+    cfg.IntOpt('cache_max_size', default=1024 * MiB, min=0,
+               help='Bytes the base-ISO cache may hold; least recently '
+                    'used entries not in use are evicted beyond it.'),
+    cfg.IntOpt('cache_max_age', default=7 * 24 * 3600, min=0,
+               help='Seconds an unused cache entry is kept (0: no age '
+                    'limit).'),
+]
+
 xenserver_legacy_opts = [
     cfg.StrOpt('ipxe_mkisofs_cmd',
                deprecated_for_removal=True,
@@ -107,7 +143,7 @@ def register_opts(conf):
     # group object, which must not be shared between configurations.
     conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
                                      help=GROUP.help))
-    conf.register_opts(ipxe_opts, group=GROUP.name)
+    conf.register_opts(ipxe_opts + glance_opts, group=GROUP.name)
     conf.register_opts(xenserver_legacy_opts, group='xenserver')
 
 
@@ -123,7 +159,8 @@ def report_obsolete(conf):
 
 
 def list_opts():
-    return [(GROUP, ipxe_opts), ('xenserver', xenserver_legacy_opts)]
+    return [(GROUP, ipxe_opts + glance_opts),
+            ('xenserver', xenserver_legacy_opts)]
 
 
 CONF = cfg.CONF

@@ -95,3 +95,44 @@ class EfiImageFull(EfiImageError):
 
 class IsoBuildFailed(NovaIpxeError):
     msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
+
+
+class GlanceError(NovaIpxeError):
+    msg_fmt = 'Glance request for image %(image)s failed: %(reason)s.'
+
+
+class ImageNotFound(GlanceError):
+    msg_fmt = ('Image %(image)s was not found in Glance (or this token may '
+               'not see it).')
+
+
+class ImageNotAuthorized(GlanceError):
+    msg_fmt = ('Glance refused access to image %(image)s (HTTP %(status)d): '
+               'check the token (OS_AUTH_TOKEN) and the image visibility.')
+
+
+class ImageNotUsable(GlanceError):
+    msg_fmt = 'Image %(image)s cannot be used for iPXE boot: %(reason)s.'
+
+
+class ImageTooLarge(ImageNotUsable):
+    msg_fmt = ('Image %(image)s is %(size)s bytes, more than [ipxe] '
+               'max_iso_size (%(limit)d bytes). Use a smaller iPXE ISO or '
+               'raise max_iso_size.')
+
+
+class ImageDownloadFailed(GlanceError):
+    msg_fmt = ('Could not download image %(image)s from Glance: %(reason)s. '
+               'Check that Glance is reachable; nothing was cached.')
+
+
+class ImageChecksumMismatch(ImageDownloadFailed):
+    msg_fmt = ('The data of image %(image)s does not match its %(algo)s '
+               'hash in Glance (expected %(expected)s..., got '
+               '%(actual)s...); nothing was cached.')
+
+
+class CacheError(NovaIpxeError):
+    msg_fmt = ('The iPXE base-ISO cache at %(path)s is unusable: '
+               '%(reason)s. Check [ipxe] cache_dir, its permissions and '
+               'free space.')

@@ -19,6 +19,7 @@ from oslo_config import generator
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import image
 from tests import base
 
 GENERATOR_CONF = os.path.join(base.REPO, 'etc', 'nova-ipxe',
@@ -90,7 +91,7 @@ class ConfTestCase(base.TestCase):
 class IpxeImageTestCase(base.TestCase):
 
     def test_rule(self):
-        yes = builder.is_ipxe_image
+        yes = image.is_ipxe_image
         self.assertTrue(yes('iso', {'hw_ipxe_boot': True}))
         self.assertTrue(yes('iso', {'hw_ipxe_boot': 'true'}))
         self.assertTrue(yes('iso', {'ipxe_boot': 'True'}))
