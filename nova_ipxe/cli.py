@@ -19,14 +19,18 @@ a traceback (``--debug`` logs one).
 
 import argparse
 import json
+import os
 import sys
+import time
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_ipxe import builder
+from nova_ipxe import cache
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import glance
 
 LOG = logging.getLogger(__name__)
 PROG = 'nova-ipxe'
@@ -55,6 +59,13 @@ def _add_script_args(p):
                    help='do not append uuid/hostname/mac/ip to the URL')
 
 
+def _add_glance_args(p):
+    p.add_argument('--glance-url', metavar='URL',
+                   help='Glance endpoint ([ipxe] glance_url)')
+    p.add_argument('--cache-dir', metavar='DIR',
+                   help='base-ISO cache ([ipxe] cache_dir)')
+
+
 def make_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description='Build per-instance iPXE boot ISOs with an '
@@ -69,8 +80,12 @@ def make_parser():
     sub.required = True
 
     p = sub.add_parser('build-iso', help='build a per-instance ISO')
-    p.add_argument('--source', required=True, metavar='ISO',
-                   help='stock iPXE ISO')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--source', metavar='ISO', help='stock iPXE ISO')
+    src.add_argument('--image', metavar='ID',
+                     help='Glance image ID of the iPXE ISO (fetched into '
+                          'the cache; token from OS_AUTH_TOKEN)')
+    _add_glance_args(p)
     p.add_argument('--output', required=True, metavar='ISO')
     p.add_argument('--uefi', choices=('auto', 'off', 'require'))
     _add_script_args(p)
@@ -78,6 +93,11 @@ def make_parser():
     p = sub.add_parser('render-script',
                        help='print the script build-iso would embed')
     _add_script_args(p)
+
+    p = sub.add_parser('fetch', help='fetch and verify a Glance image into '
+                                     'the base-ISO cache')
+    p.add_argument('image', metavar='ID')
+    _add_glance_args(p)
 
     p = sub.add_parser('inspect', help='show what an iPXE ISO contains')
     p.add_argument('iso', metavar='ISO')
@@ -110,6 +130,8 @@ def _load_conf(args):
         'chain_retries': getattr(args, 'chain_retries', None),
         'chain_timeout': getattr(args, 'chain_timeout', None),
         'uefi': getattr(args, 'uefi', None),
+        'glance_url': getattr(args, 'glance_url', None),
+        'cache_dir': getattr(args, 'cache_dir', None),
     }
     if getattr(args, 'no_identity', False):
         overrides['menu_identity'] = False
@@ -145,9 +167,58 @@ def _instance(args):
         args.network_data), uuid=args.instance_uuid, hostname=args.hostname)
 
 
+class Progress:
+    """Download progress on a terminal, for downloads that take long."""
+
+    def __init__(self, stream=sys.stderr, delay=1.0):
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.start = time.monotonic()
+        self.delay = delay
+        self.shown = 0.0
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if not self.enabled or now - self.start < self.delay or (
+                now - self.shown < 0.2 and done < total):
+            return
+        self.shown = now
+        self.stream.write('\rdownloading: %3d%% (%.1f of %.1f MiB)%s' % (
+            done * 100 // max(total, 1), done / 2 ** 20, total / 2 ** 20,
+            '\n' if done >= total else ''))
+        self.stream.flush()
+
+
+def _glance(conf):
+    if not conf.ipxe.glance_url:
+        raise exception.ConfigError(reason='no Glance endpoint: pass '
+                                           '--glance-url or set [ipxe] '
+                                           'glance_url')
+    # A token on the command line would show in ps: environment only.
+    client = glance.client_from_conf(conf, token=os.environ.get(
+        'OS_AUTH_TOKEN'))
+    return client, cache.BaseIsoCache.from_conf(conf)
+
+
+def cmd_fetch(args, conf):
+    client, base_cache = _glance(conf)
+    with base_cache.get(client, args.image, conf.ipxe.max_iso_size,
+                        progress=Progress()) as entry:
+        print('%s: %s (%d bytes, %s verified, %s)' % (
+            entry.info.id, entry.path, entry.info.size,
+            entry.info.hash_algo,
+            'downloaded' if entry.downloaded else 'already cached'))
+
+
 def cmd_build_iso(args, conf):
-    result, rendered = builder.build_iso(args.source, _instance(args),
-                                         args.output, conf)
+    if args.image:
+        client, base_cache = _glance(conf)
+        result, rendered, _ = builder.build_iso_from_image(
+            client, base_cache, args.image, _instance(args), args.output,
+            conf, progress=Progress())
+    else:
+        result, rendered = builder.build_iso(args.source, _instance(args),
+                                             args.output, conf)
     print('%s: %d bytes, BIOS %s, UEFI %s, menu NIC %s' % (
         result.path, result.size, 'yes' if result.bios else 'no',
         'yes' if result.uefi else 'no', rendered.menu_nic.mac))
@@ -186,7 +257,7 @@ def cmd_inspect(args, conf):
 
 
 COMMANDS = {'build-iso': cmd_build_iso, 'render-script': cmd_render_script,
-            'inspect': cmd_inspect}
+            'fetch': cmd_fetch, 'inspect': cmd_inspect}
 
 
 def main(argv=None):
