@@ -112,17 +112,21 @@ class _Dir:
 class FatImage:
     """A FAT12/16/32 image held in memory, able to add or replace a file."""
 
-    def __init__(self, data, name='efi.img'):
+    def __init__(self, data, name='efi.img', writable=True):
         """Parse a FAT12/16/32 image from bytes.
 
         ``name`` is only used in error messages.  Anything that is not a
         sane FAT image raises :class:`~nova_ipxe.exception.EfiImageError`.
+        A writable image works on its own copy of ``data``; a read-only
+        one (``writable=False``) reads ``data`` in place, which saves a
+        copy when only looking.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError('a FAT image must be bytes, not %s'
                             % type(data).__name__)
         self._name = name
-        self._data = bytearray(data)
+        self._data = bytearray(data) if writable else memoryview(
+            data).toreadonly()
         self._parse_boot_sector()
         self._fat = self._load_fat()
 
@@ -163,6 +167,8 @@ class FatImage:
         run out, EfiImageError for a broken image, ValueError for a name
         FAT cannot hold.  The image is unchanged when anything is raised.
         """
+        if not isinstance(self._data, bytearray):
+            raise TypeError('this FatImage was opened read-only')
         if not isinstance(content, (bytes, bytearray, memoryview)):
             raise TypeError('file content must be bytes, not %s'
                             % type(content).__name__)
@@ -256,6 +262,10 @@ class FatImage:
     def to_bytes(self):
         """The image bytes, including any changes made."""
         return bytes(self._data)
+
+    def view(self):
+        """A read-only view of the image bytes, without a copy."""
+        return memoryview(self._data).toreadonly()
 
     # -- parsing ------------------------------------------------------------
 
@@ -444,8 +454,8 @@ class FatImage:
                 continue
             attr = d[off + 11]
             if attr & 0x3F == _ATTR_LFN:
-                part = bytes(d[off + 1:off + 11] + d[off + 14:off + 26] +
-                             d[off + 28:off + 32])
+                part = b''.join((d[off + 1:off + 11], d[off + 14:off + 26],
+                                 d[off + 28:off + 32]))
                 seq = first & 0x1F
                 if first & ~0x1F == _LFN_LAST and 1 <= seq <= 20:
                     pending = [i, seq - 1, d[off + 13], [part]]

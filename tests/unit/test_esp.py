@@ -695,3 +695,15 @@ def _listed(line, name):
     short = _83.fullmatch(name)
     return bool(short) and line.upper().startswith('%-8s %-3s ' % (
         short.group(1).upper(), (short.group(2) or '').upper()))
+
+
+class ReadOnlyTest(EspTestCase):
+
+    def test_read_only_reads_in_place_and_refuses_writes(self):
+        data = self.load(self.extract_bookworm())
+        ro = esp.FatImage(memoryview(data), 'efi.img', writable=False)
+        rw = esp.FatImage(data, 'efi.img')
+        self.assertEqual(rw.read_file('/EFI/BOOT/BOOTX64.EFI'),
+                         ro.read_file('/EFI/BOOT/BOOTX64.EFI'))
+        self.assertEqual(rw.listdir('/EFI/BOOT'), ro.listdir('/EFI/BOOT'))
+        self.assertRaises(TypeError, ro.write_file, '/', 'x.txt', b'x')

@@ -13,6 +13,7 @@
 """ISO reading and rebuilding on real iPXE ISOs (no QEMU here: the
 functional tests boot what these tests build)."""
 
+import io
 import os
 import subprocess
 
@@ -294,6 +295,32 @@ class BadIsoTestCase(base.TestCase):
             iso.BaseIso.from_path(base.BOOKWORM_ISO).build, SCRIPT,
             os.path.join(self.tmp, 'missing', 'new.iso'))
         self.assertIn('No such file or directory', str(e))
+
+
+class BootInfoChecksumTestCase(base.TestCase):
+
+    def test_fast_checksum_matches_pycdlib(self):
+        # nova_ipxe.iso replaces pycdlib's per-word Python loop; the sum
+        # must stay identical, padding of a partial sector included.
+        original = pycdlib.pycdlib.PyCdlib.__dict__.get(
+            '_calculate_eltorito_boot_info_table_csum')
+        self.assertIs(iso._boot_info_table_csum, original)
+        isolinux, _, _ = isofactory.bookworm_parts()
+
+        class Fake:
+            logical_block_size = 2048
+
+        def slow(data, length):
+            total = 0
+            padded = data.ljust(-(-length // 2048) * 2048, b'\0')
+            for i in range(64, len(padded), 4):
+                total = (total + int.from_bytes(padded[i:i + 4],
+                                                'little')) & 0xffffffff
+            return total
+        for length in (len(isolinux), len(isolinux) - 3, 100, 2048, 2049):
+            data = isolinux[:length]
+            self.assertEqual(slow(data, length), iso._boot_info_table_csum(
+                Fake(), io.BytesIO(data), length))
 
 
 class IsolinuxCfgTestCase(base.TestCase):
