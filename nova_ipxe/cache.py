@@ -27,10 +27,10 @@ token: a cache hit never bypasses Glance's permission check.
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import os
+import tempfile
 import time
 
 from oslo_log import log as logging
@@ -77,8 +77,8 @@ class BaseIsoCache:
         self.lock_dir = os.path.join(self.directory, LOCKS)
         try:
             os.makedirs(self.lock_dir, mode=0o755, exist_ok=True)
-            if not os.access(self.directory, os.W_OK | os.X_OK):
-                raise PermissionError(errno.EACCES, 'not writable')
+            # Fail now, with the real reason, rather than mid-download.
+            tempfile.TemporaryFile(dir=self.directory).close()
         except OSError as e:
             raise exception.CacheError(path=self.directory,
                                        reason=e.strerror or str(e))

@@ -12,12 +12,14 @@
 
 """The nova-ipxe demo: one instance, end to end, on this machine.
 
-Builds the per-instance ISO for a sample instance
-(``tools/demo/network_data.json``) from Debian's iPXE ISO, boots it in
-QEMU on a network namespace with no DHCP server, and reports what the menu
-server saw.  Run it through ``tools/demo.sh`` (which installs what it
-needs); everything it creates is removed at the end except the output
-directory (the ISO, the console screenshot, the serial log).
+Starts a local Glance, uploads Debian's iPXE ISO as ``ipxe-boot`` with
+``hw_ipxe_boot=true``, builds the per-instance ISO for a sample instance
+(``tools/demo/network_data.json``) by image ID (fetched, verified and
+cached as on a compute host), boots it in QEMU on a network namespace with
+no DHCP server, and reports what the menu server saw.  Run it through
+``tools/demo.sh`` (which installs what it needs); everything it creates
+is removed at the end except the output directory (the ISO, the console
+screenshot, the serial log).
 """
 
 import argparse
@@ -31,9 +33,12 @@ import uuid
 from oslo_config import cfg
 
 from nova_ipxe import builder
+from nova_ipxe import cache
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import glance
 from tools import bootlab
+from tools import glancelab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORK_DATA = os.path.join(REPO, 'tools', 'demo', 'network_data.json')
@@ -102,11 +107,23 @@ def main(argv=None):
             'seen': menu.url_for('/seen')}, '/seen': BYE})
 
         conf = load_conf(menu.url_for('/menu.ipxe'))
-        t0 = time.monotonic()
-        result, rendered = builder.build_iso(source, builder.Instance(
-            network_data=network_data, uuid=instance_uuid,
-            hostname='demo-1'), iso_path, conf)
-        build_ms = (time.monotonic() - t0) * 1000
+        with glancelab.GlanceServer() as server:
+            image_id = server.create_image('ipxe-boot', source, properties={
+                'hw_ipxe_boot': 'true'})
+            print('Glance at %s: uploaded %s as ipxe-boot (%s)'
+                  % (server.url, source, image_id))
+            client = glance.GlanceClient(server.url)
+            base_cache = cache.BaseIsoCache(lab.path('cache'),
+                                            conf.ipxe.cache_max_size)
+            t0 = time.monotonic()
+            result, rendered, entry = builder.build_iso_from_image(
+                client, base_cache, image_id, builder.Instance(
+                    network_data=network_data, uuid=instance_uuid,
+                    hostname='demo-1'), iso_path, conf)
+            build_ms = (time.monotonic() - t0) * 1000
+        print('fetched %d bytes (%s verified, %s) into the base-ISO cache'
+              % (entry.info.size, entry.info.hash_algo,
+                 'downloaded' if entry.downloaded else 'cached'))
         print('built %s in %.0f ms (%d bytes, BIOS %s, UEFI %s)' % (
             iso_path, build_ms, result.size, 'yes' if result.bios else 'no',
             'yes' if result.uefi else 'no'))
@@ -154,6 +171,7 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         sys.exit(main())
-    except (exception.NovaIpxeError, bootlab.LabError) as e:
+    except (exception.NovaIpxeError, bootlab.LabError,
+            glancelab.GlanceLabError) as e:
         print('demo: error: %s' % e, file=sys.stderr)
         sys.exit(1)

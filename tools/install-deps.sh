@@ -2,7 +2,8 @@
 # Install what the demo, the tests and the bench need on a fresh
 # Debian/Ubuntu machine, as root: the Debian packages in bindep.txt
 # (always --no-install-recommends), a virtualenv in .venv with the Python
-# requirements, and Debian trixie's iPXE (a newer build whose UEFI loader
+# requirements, a real Glance in .venv-glance (tools/install-glance.sh)
+# for the functional tests and the demo, and Debian trixie's iPXE (a newer build whose UEFI loader
 # runs autoexec.ipxe) unpacked under .cache/. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +44,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+tools/install-glance.sh
 tools/fetch-trixie-ipxe.sh .cache/trixie-ipxe
