@@ -386,3 +386,53 @@ class _ProxyFixture(fixtures.Fixture):
     def _setUp(self):
         self.proxy = faultproxy.FaultProxy(self.upstream).start()
         self.addCleanup(self.proxy.stop)
+
+
+class CliTestCase(GlanceTestCase):
+    """nova-ipxe fetch / build-iso --image against the real Glance."""
+
+    def run_cli(self, *args, token='secret-token'):
+        env = dict(os.environ, OS_AUTH_TOKEN=token)
+        return subprocess.run(
+            [sys.executable, '-m', 'nova_ipxe.cli'] + list(args),
+            capture_output=True, text=True, cwd=base.REPO, env=env)
+
+    def test_fetch_then_build_by_image_id(self):
+        proxy = self.proxy()
+        common = ['--glance-url', proxy.url, '--cache-dir', self.cache_dir]
+        result = self.run_cli('fetch', self.trixie, *common)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('sha512 verified, downloaded', result.stdout)
+        again = self.run_cli('fetch', self.trixie, *common)
+        self.assertIn('already cached', again.stdout)
+        out = os.path.join(self.tmp, 'vm.iso')
+        built = self.run_cli(
+            'build-iso', '--image', self.trixie, *common, '--network-data',
+            base.DEMO_NETWORK_DATA, '--menu-url', 'http://192.0.2.1/m',
+            '--output', out)
+        self.assertEqual(0, built.returncode, built.stderr)
+        self.assertIn('BIOS yes, UEFI yes', built.stdout)
+        self.assertIn(b'set ip 192.0.2.10\n',
+                      isofactory.iso_files(out)['/nipxe.ipx'])
+        # One download; every use checked the record with Glance.
+        self.assertEqual(1, proxy.count('GET', FILE))
+        self.assertEqual(3, proxy.count('GET', RECORD))
+        self.assertCacheClean(entries=1)
+
+    def test_errors(self):
+        result = self.run_cli('fetch', self.unflagged, '--glance-url',
+                              self.glance.url, '--cache-dir', self.cache_dir)
+        self.assertEqual(1, result.returncode)
+        self.assertIn('nova-ipxe: error: Image %s cannot be used for iPXE '
+                      'boot' % self.unflagged, result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
+        result = self.run_cli('fetch', self.trixie, '--cache-dir',
+                              self.cache_dir)
+        self.assertEqual(1, result.returncode)
+        self.assertIn('no Glance endpoint', result.stderr)
+        result = self.run_cli('fetch', self.trixie, '--glance-url',
+                              'http://127.0.0.1:9', '--cache-dir',
+                              self.cache_dir)
+        self.assertEqual(1, result.returncode)
+        self.assertIn('ConnectionError', result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
