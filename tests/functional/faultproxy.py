@@ -150,14 +150,15 @@ class Fault:
 
 
 class Record:
-    """One request: method, target, fault kind (or None), upstream."""
+    """One request: method, target, headers, fault kind, upstream."""
 
-    __slots__ = ('method', 'target', 'fault', 'upstream')
+    __slots__ = ('method', 'target', 'fault', 'upstream', 'headers')
 
-    def __init__(self, method, target, fault):
+    def __init__(self, method, target, fault, headers=None):
         self.method = method
         self.target = target
         self.fault = fault
+        self.headers = dict(headers or {})
         self.upstream = False  # set once the request went upstream
 
     def __repr__(self):
@@ -341,8 +342,9 @@ class FaultProxy:
                     return fault
         return None
 
-    def _record(self, method, target, fault):
-        record = Record(method, target, fault.kind if fault else None)
+    def _record(self, method, target, fault, headers=None):
+        record = Record(method, target, fault.kind if fault else None,
+                        headers)
         with self._lock:
             self._log.append(record)
         return record
@@ -353,7 +355,7 @@ class FaultProxy:
         fault = self._take_fault(method, target)
         kind = fault.kind if fault else None
         p = fault.params if fault else {}
-        record = self._record(method, target, fault)
+        record = self._record(method, target, fault, h.headers.items())
         if kind == 'status':
             self._reply_status(h, p)
             return

@@ -187,6 +187,8 @@ class FetchTestCase(GlanceTestCase):
         logger = self.useFixture(fixtures.FakeLogger(level='DEBUG'))
         proxy.add_fault(FILE, 'status', times=1, status=503)
         self.fetch(self.bookworm, client=self.client(proxy.url))
+        self.assertEqual({'secret-token'}, {
+            r.headers.get('X-Auth-Token') for r in proxy.records})
         self.assertNotIn('secret-token', logger.output)
         self.assertIn('Retrying GET', logger.output)
 
@@ -414,9 +416,12 @@ class CliTestCase(GlanceTestCase):
         self.assertIn('BIOS yes, UEFI yes', built.stdout)
         self.assertIn(b'set ip 192.0.2.10\n',
                       isofactory.iso_files(out)['/nipxe.ipx'])
-        # One download; every use checked the record with Glance.
+        # One download; every use checked the record with Glance, with
+        # the token from the environment.
         self.assertEqual(1, proxy.count('GET', FILE))
         self.assertEqual(3, proxy.count('GET', RECORD))
+        self.assertEqual({'secret-token'}, {
+            r.headers.get('X-Auth-Token') for r in proxy.records})
         self.assertCacheClean(entries=1)
 
     def test_errors(self):
