@@ -123,8 +123,11 @@ def _load_conf(args):
         # Operators see warnings and the one error line, not progress.
         logging.getLogger().logger.setLevel(logging.WARNING)
     ipxe_conf.report_obsolete(conf)
+    menu_url = getattr(args, 'menu_url', None)
     overrides = {
-        'boot_menu_url': getattr(args, 'menu_url', None),
+        # oslo.config would substitute ${name}: a URL typed on the command
+        # line means exactly what it says.
+        'boot_menu_url': menu_url.replace('$', '$$') if menu_url else None,
         'menu_network': getattr(args, 'menu_network', None),
         'on_chain_failure': getattr(args, 'on_chain_failure', None),
         'chain_retries': getattr(args, 'chain_retries', None),

@@ -71,6 +71,14 @@ class CliTestCase(base.TestCase):
         text = self.run_cli('inspect', base.BOOKWORM_ISO)
         self.assertIn('script: no (its EFI iPXE predates', text.stdout)
 
+    def test_menu_url_with_ipxe_settings(self):
+        result = self.run_cli('render-script', '--network-data',
+                              base.DEMO_NETWORK_DATA, '--no-identity',
+                              '--menu-url', 'http://b/m?ip=${ip}&x=$y')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn(' http://b/m?ip=${ip}&x=$y && goto menu_done',
+                      result.stdout)
+
     def test_config_file(self):
         conf = os.path.join(self.tmp, 'nova-ipxe.conf')
         with open(conf, 'w') as f:
