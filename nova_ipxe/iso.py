@@ -266,8 +266,13 @@ class BaseIso:
                 '(%s: %s)' % (type(e).__name__, e))
         try:
             self._read(iso)
-        except pycdlibexception.PyCdlibException as e:
-            raise exception.InvalidIso(source=source, reason=str(e))
+        except exception.NovaIpxeError:
+            raise
+        except Exception as e:
+            # As above: hostile metadata can trip pycdlib anywhere.
+            LOG.debug('Reading %s failed', source, exc_info=True)
+            raise exception.InvalidIso(source=source, reason='%s: %s' % (
+                type(e).__name__, e))
         finally:
             iso.close()
             source_fp.close()  # frees the copy now, not at the next GC
@@ -308,8 +313,10 @@ class BaseIso:
         self.rock_ridge = iso.has_rock_ridge() and '1.09'
         self.joliet = iso.has_joliet()
         self.interchange_level = iso.interchange_level
-        self.volume_id = iso.pvd.volume_identifier.decode(
-            'ascii', 'replace').strip() or 'IPXE'
+        # Only d-characters survive: the label is cosmetic, and hostile.
+        self.volume_id = re.sub(r'[^A-Z0-9_]', '_', iso.pvd.volume_identifier
+                                .decode('ascii', 'replace').strip()
+                                .upper())[:32] or 'IPXE'
         self.isohybrid = getattr(iso, 'isohybrid_mbr', None) is not None
         self.dirs = []
         self.files = []

@@ -18,6 +18,7 @@ import os
 import subprocess
 
 import fixtures
+import hypothesis
 import pycdlib
 
 from nova_ipxe import esp
@@ -337,3 +338,33 @@ class IsolinuxCfgTestCase(base.TestCase):
                  'DEFAULT\n KERNEL y.krn\n', 'y.krn'),
                 ('# nothing\n', None)]:
             self.assertEqual(kernel, iso.parse_isolinux_cfg(text), text)
+
+
+class MutatedIsoTestCase(base.TestCase):
+    """Hostile ISO bytes: a stock ISO with its metadata sectors mangled.
+
+    Whatever the damage, the result is a parsed ISO or a typed error,
+    never another exception (pycdlib is not hardened against this).
+    """
+
+    @hypothesis.settings(max_examples=120, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(
+        sector=hypothesis.strategies.integers(16, 40),
+        offset=hypothesis.strategies.integers(0, 2047),
+        junk=hypothesis.strategies.binary(min_size=1, max_size=64))
+    def test_mangled_metadata(self, sector, offset, junk):
+        data = bytearray(self.source())
+        start = sector * 2048 + offset
+        data[start:start + len(junk)] = junk
+        try:
+            base_iso = iso.BaseIso(bytes(data[:len(self._source)]), 'x.iso')
+            base_iso.build_bytes(SCRIPT)
+        except exception.NovaIpxeError:
+            pass
+
+    def source(self):
+        if not hasattr(type(self), '_source'):
+            with open(base.BOOKWORM_ISO, 'rb') as f:
+                type(self)._source = f.read()
+        return self._source
