@@ -20,6 +20,7 @@ file.
 
 import hashlib
 import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -441,3 +442,29 @@ class CliTestCase(GlanceTestCase):
         self.assertEqual(1, result.returncode)
         self.assertIn('ConnectionError', result.stderr)
         self.assertNotIn('Traceback', result.stderr)
+
+    def test_progress_on_a_terminal(self):
+        # A download that takes long shows progress when stderr is a
+        # terminal (and only then: the other tests capture stderr).
+        proxy = self.proxy()
+        proxy.add_fault(FILE, 'slow', times=1, delay=1.5, before='body')
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'nova_ipxe.cli', 'fetch', self.bookworm,
+             '--glance-url', proxy.url, '--cache-dir', self.cache_dir],
+            cwd=base.REPO, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        out, _ = proc.communicate(timeout=60)
+        self.assertEqual(0, proc.returncode)
+        shown = b''
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO once the child side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        self.assertIn(b'downloading: 100% (2.0 of 2.0 MiB)', shown)
+        self.assertIn(b'downloaded', out)
