@@ -124,13 +124,10 @@ class BaseIsoCache:
         with self._image_lock(info.id):
             fd = self._open_verified(path, info)
             if fd is None:
-                self._fetch(client, info, path, progress)
+                # Verified while streaming, written under this lock: no
+                # second hash of what was just fetched.
+                fd = self._fetch(client, info, path, progress)
                 downloaded = True
-                fd = self._open_verified(path, info)
-                if fd is None:
-                    raise exception.CacheError(
-                        path=path, reason='the entry changed right after '
-                                          'it was verified')
             fcntl.flock(fd, fcntl.LOCK_SH)  # in use: not evictable
         try:
             try:
@@ -165,26 +162,38 @@ class BaseIsoCache:
         part = os.path.join(self.directory, '.' + info.cache_key + PART)
         self._unlink(part)  # a crashed fetch's leftover; we hold the lock
         started = time.monotonic()
+        rfd = None
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             with os.fdopen(fd, 'wb') as f:
                 client.download(info, f, progress=progress)
                 f.flush()
                 os.fsync(f.fileno())
+            rfd = os.open(part, os.O_RDONLY)  # follows the rename
+            if os.fstat(rfd).st_size != info.size:
+                raise exception.CacheError(
+                    path=part, reason='wrote %d bytes, expected %d' % (
+                        os.fstat(rfd).st_size, info.size))
             os.rename(part, path)
             self._fsync_dir()
         except OSError as e:
-            self._unlink(part)
+            self._discard(part, rfd)
             raise exception.CacheError(path=self.directory,
                                        reason='writing %s: %s' % (
                                            os.path.basename(path),
                                            e.strerror or e))
         except BaseException:
-            self._unlink(part)
+            self._discard(part, rfd)
             raise
         LOG.info('Cached image %s (%d bytes, %s verified) in %.1f s',
                  info.id, info.size, info.hash_algo,
                  time.monotonic() - started)
+        return rfd
+
+    def _discard(self, part, fd):
+        if fd is not None:
+            os.close(fd)
+        self._unlink(part)
 
     def _fsync_dir(self):
         fd = os.open(self.directory, os.O_RDONLY)
