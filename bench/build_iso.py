@@ -28,12 +28,13 @@ import platform
 import re
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+
+import benchlib  # bench/ itself, the script directory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ISOS = (
@@ -80,48 +81,6 @@ def _maxrss_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _proc_status(key):
-    """VmRSS / VmHWM of this process in KiB (None off Linux)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss():
-    # "5" resets VmHWM to the current RSS (Linux 4.0+).
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _median(values):
-    return statistics.median(values) if values else None
-
-
-def _p95(values):
-    # Nearest rank: an observed value, no interpolation.
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-95 * len(ordered) // 100))
-    return ordered[rank - 1]
-
-
 # -- child mode: one of our contestants in a fresh interpreter -------------
 
 def child_main(params):
@@ -133,12 +92,12 @@ def child_main(params):
     mode, runs, warmup = params['mode'], params['runs'], params['warmup']
     # Not ru_maxrss: across fork+exec it keeps the parent's peak, which
     # here is the bigger parent benchmark.  VmHWM belongs to this image.
-    rss_base = _proc_status('VmRSS')
-    hwm_reset = _reset_peak_rss()
+    rss_base = benchlib.proc_status('VmRSS')
+    hwm_reset = benchlib.reset_peak_rss()
     maxrss_base = _maxrss_kib()
     if mode == 'warm':
         base = iso.BaseIso.from_path(src)
-        rss_parsed = _proc_status('VmHWM')
+        rss_parsed = benchlib.proc_status('VmHWM')
 
         def one():
             return base.build(script, out)
@@ -149,22 +108,22 @@ def child_main(params):
             return iso.BaseIso.from_path(src).build(script, out)
 
     for _ in range(warmup):
-        _unlink(out)
+        benchlib.unlink(out)
         one()
     times, cpu = [], []
     for _ in range(runs):
         # A fresh path, as for a new instance: on ext4, renaming over an
         # existing file forces writeback (auto_da_alloc) and costs more.
-        _unlink(out)
+        benchlib.unlink(out)
         c0 = time.process_time()
         t0 = time.perf_counter()
         result = one()
         times.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
-    rss_loop = _proc_status('VmHWM')
+    rss_loop = benchlib.proc_status('VmHWM')
     maxrss_loop = _maxrss_kib()
     # Traced separately: tracemalloc slows allocation several-fold.
-    _unlink(out)
+    benchlib.unlink(out)
     gc.collect()
     tracemalloc.start()
     one()
@@ -202,7 +161,7 @@ def run_child(mode, src, out, script, runs, warmup):
 def gnu_time():
     path = shutil.which('time') or '/usr/bin/time'
     if os.path.isfile(path):
-        version = _first_line([path, '--version']) or ''
+        version = benchlib.first_line([path, '--version']) or ''
         if 'GNU' in version:
             return path
     return None
@@ -307,7 +266,7 @@ def time_external(fn, runs, warmup, out, rss_file):
     for i in range(probes + runs):
         # A fresh path, as for a new instance (xorriso refuses an -outdev
         # that holds data); removing the previous one is not timed.
-        _unlink(out)
+        benchlib.unlink(out)
         elapsed, breakdown, tools = fn(rss_file if i < probes else None)
         for t in tools:
             if t['maxrss_kib'] is not None:
@@ -462,7 +421,7 @@ def bench_iso(name, path, args, workdir, iso):
     rss_file = os.path.join(d, 'gnu-time.out')
     for contestant in args.contestants:
         out = os.path.join(d, contestant.replace(' ', '-') + '.iso')
-        _progress('%s: %s' % (name, contestant))
+        benchlib.progress('%s: %s' % (name, contestant))
         if contestant.startswith('ours'):
             res = run_child(contestant.split()[1], path, out, script_text,
                             args.runs, args.warmup)
@@ -518,20 +477,21 @@ def print_block(entry, out):
     fmt = '  %-15s %-22s %9s %8s %7s %7s  %s'
     print(fmt % header, file=out)
     cold = entry['contestants'].get('ours cold', {})
-    cold_median = _median(cold.get('times_ms', []))
+    cold_median = benchlib.median(cold.get('times_ms', []))
     for name, res in entry['contestants'].items():
         if 'skipped' in res:
             print('  %-15s skipped: %s' % (name, res['skipped']), file=out)
             continue
-        med = _median(res['times_ms'])
+        med = benchlib.median(res['times_ms'])
         ratio = '%.2fx' % (med / cold_median) if cold_median else '-'
         print(fmt % (name, res['verify']['coverage'], '%.2f' % med,
-                     '%.2f' % _p95(res['times_ms']),
-                     '%.2f' % _median(res['cpu_ms']), ratio,
+                     '%.2f' % benchlib.p95(res['times_ms']),
+                     '%.2f' % benchlib.median(res['cpu_ms']), ratio,
                      memory_text(res)), file=out)
     r = entry['render_ms']
     print('  render script (once per instance, not in the rows above): '
-          'median %.3f ms, p95 %.3f ms' % (_median(r), _p95(r)), file=out)
+          'median %.3f ms, p95 %.3f ms'
+          % (benchlib.median(r), benchlib.p95(r)), file=out)
     for note in block_notes(entry):
         print('  - ' + note, file=out)
     print(file=out)
@@ -563,9 +523,10 @@ def block_notes(entry):
                          _mib(warm['rss_peak_kib'] - warm['rss_base_kib'])))
     w13 = cs.get('2013 way', {})
     if w13.get('steps_ms'):
-        parts = ', '.join('%s %.2f' % (k, _median([s[k] for s in
-                                                   w13['steps_ms']]))
-                          for k in w13['steps_ms'][0])
+        steps = w13['steps_ms']
+        parts = ', '.join('%s %.2f' % (k, benchlib.median([s[k] for s in
+                                                           steps]))
+                          for k in steps[0])
         notes.append('2013 way, median ms per step: %s; extraction runs '
                      'for every instance, as it did in 2013' % parts)
     xr = cs.get('xorriso replay', {})
@@ -578,7 +539,8 @@ def block_notes(entry):
             note += (' but does NOT put autoexec.ipxe into the EFI image: '
                      'UEFI boots the stock iPXE without the script')
         notes.append(note)
-        med, cpu = _median(xr['times_ms']), _median(xr['cpu_ms'])
+        med = benchlib.median(xr['times_ms'])
+        cpu = benchlib.median(xr['cpu_ms'])
         if med > 3 * cpu and med > 50:
             notes.append('xorriso replay: wall %.0f ms vs %.0f ms CPU: it '
                          'mostly waits (see bench/README.rst)' % (med, cpu))
@@ -621,43 +583,6 @@ Legend:
 
 # -- machine and main ------------------------------------------------------
 
-def _first_line(argv):
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True)
-    except OSError:
-        return None
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.strip():
-            return line.strip()
-    return None
-
-
-def _fs_type(path):
-    best = ('', '?')
-    try:
-        with open('/proc/mounts') as f:
-            for line in f:
-                fields = line.split()
-                mnt = fields[1]
-                if (path == mnt or path.startswith(mnt.rstrip('/') + '/')) \
-                        and len(mnt) >= len(best[0]):
-                    best = (mnt, fields[2])
-    except OSError:
-        pass
-    return best[1]
-
-
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or '?'
-
-
 def machine(workdir):
     from importlib import metadata
     try:
@@ -667,14 +592,14 @@ def machine(workdir):
     return {
         'nproc': os.cpu_count(),
         'usable_cpus': len(os.sched_getaffinity(0)),
-        'cpu': _cpu_model(),
+        'cpu': benchlib.cpu_model(),
         'kernel': platform.release(),
         'python': platform.python_version(),
         'pycdlib': pycdlib_version,
-        'xorriso': _first_line(['xorriso', '-no_rc', '-version']),
-        'genisoimage': _first_line(['genisoimage', '-version']),
-        'mtools': _first_line(['mtype', '--version']),
-        'tmp_fs': _fs_type(workdir),
+        'xorriso': benchlib.first_line(['xorriso', '-no_rc', '-version']),
+        'genisoimage': benchlib.first_line(['genisoimage', '-version']),
+        'mtools': benchlib.first_line(['mtype', '--version']),
+        'tmp_fs': benchlib.fs_type(workdir),
         'gnu_time': GNU_TIME,
         'loadavg': os.getloadavg(),
     }
@@ -690,11 +615,6 @@ def print_machine(m, out):
                                  m['gnu_time'] or 'nothing (no GNU time, '
                                  'Debian package time)'), file=out)
     print(file=out)
-
-
-def _progress(text):
-    if sys.stderr.isatty():
-        print('  ... ' + text, file=sys.stderr)
 
 
 def parse_args(argv):

@@ -30,11 +30,12 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import benchlib  # bench/ itself, the script directory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOCK_ISO = '/usr/lib/ipxe/ipxe.iso'
@@ -78,48 +79,6 @@ def _import_project():
     return glancelab
 
 
-def _proc_status(key):
-    """VmRSS / VmHWM of this process in KiB (None off Linux)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss():
-    # "5" resets VmHWM to the current RSS (Linux 4.0+).
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _median(values):
-    return statistics.median(values) if values else None
-
-
-def _p95(values):
-    # Nearest rank: an observed value, no interpolation.
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-95 * len(ordered) // 100))
-    return ordered[rank - 1]
-
-
 def _mibps(size, seconds):
     return size / MIB / seconds
 
@@ -135,9 +94,9 @@ def child_main(params):
     # The record GET first, so that imports, the connection pool and the
     # JSON parsing are all in the baseline: only the download is measured.
     info = client.get_image(params['image'], MAX_ISO_SIZE)
-    rss_base = _proc_status('VmRSS')
-    hwm_before = _proc_status('VmHWM')
-    hwm_reset = _reset_peak_rss()
+    rss_base = benchlib.proc_status('VmRSS')
+    hwm_before = benchlib.proc_status('VmHWM')
+    hwm_reset = benchlib.reset_peak_rss()
     t0 = time.perf_counter()
     if params['mode'] == 'download':
         with open(params['out'], 'wb') as f:
@@ -148,7 +107,7 @@ def child_main(params):
             if not entry.downloaded:
                 raise BenchError('a cold cache did not download')
     elapsed = time.perf_counter() - t0
-    hwm = _proc_status('VmHWM')
+    hwm = benchlib.proc_status('VmHWM')
     json.dump({'mode': params['mode'], 'seconds': elapsed,
                'rss_base_kib': rss_base, 'hwm_before_kib': hwm_before,
                'hwm_reset': hwm_reset, 'hwm_after_kib': hwm,
@@ -214,7 +173,7 @@ def make_iso(path, size_mb, workdir):
                          % (size_mb, STOCK_ISO, e))
     finally:
         iso.close()
-        _unlink(payload)
+        benchlib.unlink(payload)
     return os.path.getsize(path)
 
 
@@ -283,7 +242,7 @@ def download_once(name, client, info, url, workdir):
                              % (os.path.getsize(out), info.size))
         return elapsed, cpu
     finally:
-        _unlink(out)
+        benchlib.unlink(out)
 
 
 def bench_download(client, info, url, args, workdir):
@@ -293,7 +252,7 @@ def bench_download(client, info, url, args, workdir):
         # one (page cache, writeback of the previous file).
         k = i % len(CONTESTANTS)
         for name in CONTESTANTS[k:] + CONTESTANTS[:k]:
-            _progress('download %d/%d: %s' % (
+            benchlib.progress('download %d/%d: %s' % (
                 i + 1, args.warmup + args.runs, name))
             elapsed, cpu = download_once(name, client, info, url, workdir)
             if i >= args.warmup:
@@ -302,7 +261,7 @@ def bench_download(client, info, url, args, workdir):
     for name, r in res.items():
         rates = [_mibps(info.size, s) for s in r['seconds']]
         r['mibps'] = rates
-        r['median_mibps'] = _median(rates)
+        r['median_mibps'] = benchlib.median(rates)
         r['best_mibps'] = max(rates)
     return res
 
@@ -330,7 +289,7 @@ def bench_build(name, image_id, url, runs, workdir, conf, instance):
     res = {'cold_ms': [], 'warm_ms': [], 'warm_cache_get_ms': []}
 
     def build(client, cache, expect_download):
-        _unlink(out)  # a fresh path, as for a new instance
+        benchlib.unlink(out)  # a fresh path, as for a new instance
         t0 = time.perf_counter()
         result, _, entry = builder.build_iso_from_image(
             client, cache, image_id, instance, out, conf)
@@ -343,7 +302,7 @@ def bench_build(name, image_id, url, runs, workdir, conf, instance):
 
     try:
         for i in range(runs):
-            _progress('%s cold build %d/%d' % (name, i + 1, runs))
+            benchlib.progress('%s cold build %d/%d' % (name, i + 1, runs))
             # What a freshly started nova-compute meets: no cache entry, no
             # parsed base, no open connection to Glance.
             builder.PARSED_BASES = builder.ParsedBases()
@@ -362,7 +321,7 @@ def bench_build(name, image_id, url, runs, workdir, conf, instance):
                                         CACHE_MAX_SIZE)
         build(client, cache, True)
         for i in range(runs):
-            _progress('%s warm build %d/%d' % (name, i + 1, runs))
+            benchlib.progress('%s warm build %d/%d' % (name, i + 1, runs))
             res['warm_ms'].append(build(client, cache, False))
         # What of a warm build is the cache itself: the record GET and
         # the re-hash of the entry, which the cache does before every use.
@@ -392,8 +351,8 @@ def print_download(size, dl, rss, args, out):
         r = dl[name]
         print(fmt % (name, '%.0f' % r['median_mibps'],
                      '%.0f' % r['best_mibps'],
-                     '%.3f' % _median(r['seconds']),
-                     '%.3f' % _median(r['cpu_seconds']),
+                     '%.3f' % benchlib.median(r['seconds']),
+                     '%.3f' % benchlib.median(r['cpu_seconds']),
                      '%.2fx' % (r['median_mibps'] / ref)), file=out)
     for name in (OURS_DOWNLOAD, OURS_CACHE):
         ratio = dl[name]['median_mibps'] / ref
@@ -424,15 +383,15 @@ def print_build(builds, runs, out):
             times = r[mode + '_ms']
             print(fmt % (b['name'] if mode == 'cold' else '',
                          '%.1f' % (b['size'] / MIB) if mode == 'cold'
-                         else '', mode, '%.1f' % _median(times),
-                         '%.1f' % _p95(times),
+                         else '', mode, '%.1f' % benchlib.median(times),
+                         '%.1f' % benchlib.p95(times),
                          '%.1f' % (r['output_size'] / MIB)), file=out)
     for b in builds:
         r = b['result']
         print('  - %s warm: cache.get() alone (record GET + re-hash of the '
               'entry) median %.1f ms of the %.1f ms' % (
-                  b['name'], _median(r['warm_cache_get_ms']),
-                  _median(r['warm_ms'])), file=out)
+                  b['name'], benchlib.median(r['warm_cache_get_ms']),
+                  benchlib.median(r['warm_ms'])), file=out)
     print(file=out)
 
 
@@ -462,43 +421,6 @@ Legend:
 
 # -- machine and main ------------------------------------------------------
 
-def _first_line(argv):
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True)
-    except OSError:
-        return None
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.strip():
-            return line.strip()
-    return None
-
-
-def _fs_type(path):
-    best = ('', '?')
-    try:
-        with open('/proc/mounts') as f:
-            for line in f:
-                fields = line.split()
-                mnt = fields[1]
-                if (path == mnt or path.startswith(mnt.rstrip('/') + '/')) \
-                        and len(mnt) >= len(best[0]):
-                    best = (mnt, fields[2])
-    except OSError:
-        pass
-    return best[1]
-
-
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or '?'
-
-
 def _venv_version(venv, name):
     # Read the Glance venv's metadata without starting its interpreter.
     import glob
@@ -512,11 +434,11 @@ def _venv_version(venv, name):
 def machine(workdir, glancelab):
     import requests
     import urllib3
-    curl = (_first_line(['curl', '--version']) or '?').split()
+    curl = (benchlib.first_line(['curl', '--version']) or '?').split()
     return {
         'nproc': os.cpu_count(),
         'usable_cpus': len(os.sched_getaffinity(0)),
-        'cpu': _cpu_model(),
+        'cpu': benchlib.cpu_model(),
         'kernel': platform.release(),
         'python': platform.python_version(),
         'requests': requests.__version__,
@@ -525,7 +447,7 @@ def machine(workdir, glancelab):
         'curl_tls': next((w for w in curl if w.startswith('OpenSSL')), '?'),
         'glance': _venv_version(glancelab.VENV, 'glance'),
         'gunicorn': _venv_version(glancelab.VENV, 'gunicorn'),
-        'tmp_fs': _fs_type(workdir),
+        'tmp_fs': benchlib.fs_type(workdir),
         'loadavg': os.getloadavg(),
     }
 
@@ -542,11 +464,6 @@ def print_machine(m, glance, iso_seconds, out):
               m['tmp_fs'], *m['loadavg'], glance.start_seconds,
               iso_seconds), file=out)
     print(file=out)
-
-
-def _progress(text):
-    if sys.stderr.isatty():
-        print('  ... ' + text, file=sys.stderr)
 
 
 def parse_args(argv):
@@ -603,7 +520,7 @@ def run(args, glancelab, workdir):
     make_iso(big, args.size_mb, workdir)
     iso_seconds = time.perf_counter() - t0
     with glancelab.GlanceServer() as glance:
-        _progress('uploading the images to %s' % glance.url)
+        benchlib.progress('uploading the images to %s' % glance.url)
         big_name = 'bench-%dmib' % args.size_mb
         props = {'hw_ipxe_boot': 'true'}
         images = [
@@ -612,7 +529,7 @@ def run(args, glancelab, workdir):
             ('bookworm', glance.create_image('bookworm', STOCK_ISO,
                                              properties=props),
              os.path.getsize(STOCK_ISO))]
-        _unlink(big)  # Glance has its own copy
+        benchlib.unlink(big)  # Glance has its own copy
         m = machine(workdir, glancelab)
         print_machine(m, glance, iso_seconds, sys.stdout)
         sys.stdout.flush()
@@ -625,11 +542,11 @@ def run(args, glancelab, workdir):
         client.session.close()
         rss = []
         for mode in ('download', 'cache'):
-            _progress('peak RSS: %s' % mode)
+            benchlib.progress('peak RSS: %s' % mode)
             out = os.path.join(workdir, 'child-' + mode)
             rss.append(run_child(mode, glance.url, big_id, out))
             if mode == 'download':
-                _unlink(out)
+                benchlib.unlink(out)
             else:
                 shutil.rmtree(out, ignore_errors=True)
         print_download(info.size, dl, rss, args, sys.stdout)
