@@ -101,6 +101,14 @@ class BootTestCase(base.TestCase):
     def start_dhcp_sentinel(self):
         self.dhcp = bootlab.DhcpSentinel(self.lab).start()
 
+    def one_lan(self, ipv4=None, ipv6=None, menu=True):
+        """br0 with tap0, the DHCP sentinel, and a menu server on br0."""
+        self.lab.add_bridge('br0', ipv4=ipv4 and ipv4 + '/24',
+                            ipv6=ipv6 and ipv6 + '/64')
+        self.lab.add_tap('tap0', 'br0')
+        self.start_dhcp_sentinel()
+        return self.menu_server(ipv4 or ipv6) if menu else None
+
     def menu_server(self, bind):
         server = bootlab.MenuServer(self.lab, bind, 0, name='menu-' + (
             '6' if ':' in bind else '4'))
@@ -157,10 +165,7 @@ class BootTestCase(base.TestCase):
 class BiosBootTestCase(BootTestCase):
 
     def one_nic_v4(self, model):
-        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
-        self.lab.add_tap('tap0', 'br0')
-        self.start_dhcp_sentinel()
-        menu = self.menu_server('192.0.2.1')
+        menu = self.one_lan(ipv4='192.0.2.1')
         mac = bootlab.unique_mac()
         data = network_data(nic_data(mac, 'tap-a', ipv4=(
             '192.0.2.10', 24, '192.0.2.1')), dns=['192.0.2.53'])
@@ -185,10 +190,7 @@ class BiosBootTestCase(BootTestCase):
         self.one_nic_v4('virtio-net-pci')
 
     def test_static_ipv6_only(self):
-        self.lab.add_bridge('br0', ipv6='2001:db8::1/64')
-        self.lab.add_tap('tap0', 'br0')
-        self.start_dhcp_sentinel()
-        menu = self.menu_server('2001:db8::1')
+        menu = self.one_lan(ipv6='2001:db8::1')
         mac = bootlab.unique_mac()
         data = network_data(nic_data(mac, 'tap-a', ipv6=(
             '2001:db8::10', 64, '2001:db8::1')), dns=['2001:db8::53'])
@@ -230,9 +232,7 @@ class BiosBootTestCase(BootTestCase):
         self.assertNoDhcp()
 
     def test_unreachable_menu_ends_in_fallback_never_dhcp(self):
-        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
-        self.lab.add_tap('tap0', 'br0')
-        self.start_dhcp_sentinel()
+        self.one_lan(ipv4='192.0.2.1', menu=False)
         mac = bootlab.unique_mac()
         data = network_data(nic_data(mac, 'tap-a', ipv4=(
             '192.0.2.10', 24, '192.0.2.1')))
@@ -260,10 +260,7 @@ class UefiBootTestCase(BootTestCase):
     firmware = 'uefi'
 
     def test_trixie_ovmf(self):
-        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
-        self.lab.add_tap('tap0', 'br0')
-        self.start_dhcp_sentinel()
-        menu = self.menu_server('192.0.2.1')
+        menu = self.one_lan(ipv4='192.0.2.1')
         mac = bootlab.unique_mac()
         data = network_data(nic_data(mac, 'tap-a', ipv4=(
             '192.0.2.10', 24, '192.0.2.1')), dns=['192.0.2.53'])
@@ -279,10 +276,7 @@ class UefiBootTestCase(BootTestCase):
 
     def test_query_encoding_survives_ipxe(self):
         # Operator URL with its own query: ours is appended after it.
-        self.lab.add_bridge('br0', ipv4='192.0.2.1/24')
-        self.lab.add_tap('tap0', 'br0')
-        self.start_dhcp_sentinel()
-        menu = self.menu_server('192.0.2.1')
+        menu = self.one_lan(ipv4='192.0.2.1')
         mac = bootlab.unique_mac()
         data = network_data(nic_data(mac, 'tap-a', ipv4=(
             '192.0.2.10', 24, '192.0.2.1')))
