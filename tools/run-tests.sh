@@ -12,8 +12,23 @@ echo "== flake8"
 flake8
 
 echo "== stestr run $*"
+# The QEMU boot tests append their power-on-to-menu times here.
+mkdir -p .stestr
+export NOVA_IPXE_BOOT_TIMINGS="$PWD/.stestr/boot-timings.jsonl"
+: > "$NOVA_IPXE_BOOT_TIMINGS"
 rc=0
 stestr run "$@" || rc=$?
+if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
+    echo "== boot times measured by the functional tests (QEMU TCG)"
+    python3 - "$NOVA_IPXE_BOOT_TIMINGS" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    what = [k for k in t if k.endswith('_s')][0]
+    print('  %-24s %-5s %-22s %6.2f s' % (t['case'], t['firmware'], what,
+                                        t[what]))
+EOF
+fi
 # One plain summary line, whatever the runner printed above.
 stestr last 2>/dev/null | awk '
     /Passed:/ {p=$NF} /Failed:/ {f=$NF} /Skipped:/ {s=$NF}

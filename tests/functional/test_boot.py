@@ -139,6 +139,9 @@ class BootTestCase(base.TestCase):
         self.timing = {
             'case': name, 'firmware': self.firmware,
             'power_on_to_menu_s': round(request['time'] - vm.started_at, 2)}
+        self.write_timing()
+
+    def write_timing(self):
         path = os.environ.get('NOVA_IPXE_BOOT_TIMINGS')
         if path:
             with open(path, 'a') as f:
@@ -243,8 +246,10 @@ class BiosBootTestCase(BootTestCase):
         vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
         result = vm.wait(BOOT_TIMEOUT)
         self.timing = {'case': 'bios-unreachable-menu',
-                       'power_on_to_exit_s': round(
+                       'firmware': self.firmware,
+                       'power_on_to_fallback_exit_s': round(
                            time.monotonic() - started, 2)}
+        self.write_timing()
         self.assertEqual(0, result.returncode)  # guest reboot, -no-reboot
         serial = result.serial_clean
         self.assertIn('fetching the boot menu, try 2 of 2', serial)
