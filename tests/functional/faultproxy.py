@@ -218,7 +218,8 @@ class FaultProxy:
     every socket operation, towards the client and towards upstream.
     """
 
-    def __init__(self, upstream, port=0, timeout=30.0):
+    def __init__(self, upstream, port=0, timeout=30.0, ssl_context=None):
+        self.ssl_context = ssl_context  # serve clients over TLS
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme != 'http' or not parsed.hostname:
             raise ValueError('upstream must be an http:// URL, not %r' %
@@ -252,6 +253,11 @@ class FaultProxy:
         self._server.proxy = self
         self.port = self._server.server_address[1]
         self.url = 'http://127.0.0.1:%d' % self.port
+        if self.ssl_context is not None:
+            # TLS towards the client; upstream stays plain HTTP.
+            self._server.socket = self.ssl_context.wrap_socket(
+                self._server.socket, server_side=True)
+            self.url = 'https://127.0.0.1:%d' % self.port
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={'poll_interval': 0.1},
             name='faultproxy-%d' % self.port, daemon=True)

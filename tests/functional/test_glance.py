@@ -21,9 +21,11 @@ file.
 import hashlib
 import os
 import pty
+import ssl
 import subprocess
 import sys
 import uuid
+import warnings
 
 import fixtures
 
@@ -321,6 +323,70 @@ class FaultTestCase(GlanceTestCase):
                           os.path.join(path, 'cache'), 1)
 
 
+class TlsTestCase(GlanceTestCase):
+    """Glance behind TLS, with a certificate made for the test."""
+
+    def setUp(self):
+        super().setUp()
+        self.cert = os.path.join(self.tmp, 'glance.pem')
+        key = os.path.join(self.tmp, 'glance.key')
+        subprocess.run(
+            ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+             '-keyout', key, '-out', self.cert, '-days', '1',
+             '-subj', '/CN=127.0.0.1',
+             '-addext', 'subjectAltName=IP:127.0.0.1'],
+            check=True, capture_output=True)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        self.tls = self.useFixture(_ProxyFixture(
+            self.glance.url, ssl_context=context)).proxy
+
+    def test_ca_file(self):
+        entry = self.fetch(self.bookworm, client=self.client(
+            self.tls.url, ca_file=self.cert))
+        self.assertTrue(entry.downloaded)
+        self.assertCacheClean(entries=1)
+
+    def test_untrusted_certificate(self):
+        e = self.assertRaises(exception.GlanceError, self.fetch,
+                              self.bookworm, client=self.client(self.tls.url))
+        self.assertIn('TLS', str(e))
+        self.assertIn('CERTIFICATE_VERIFY_FAILED', str(e))
+        self.assertCacheClean()
+
+    def test_insecure(self):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            entry = self.fetch(self.bookworm, client=self.client(
+                self.tls.url, insecure=True))
+        self.assertTrue(entry.downloaded)
+        self.assertIn('Unverified HTTPS request',
+                      ' '.join(str(w.message) for w in caught))
+
+    def test_options_reach_the_client(self):
+        self.flags(glance_url=self.tls.url, glance_ca_file=self.cert)
+        client = glance.client_from_conf(self.conf, token='t')
+        self.assertTrue(self.fetch(self.bookworm, client=client).downloaded)
+
+
+class Md5FallbackTestCase(GlanceTestCase):
+
+    def test_checksum_when_no_multihash(self):
+        proxy = self.proxy()
+        no_multihash = {'os_hash_algo': faultproxy.DELETE,
+                        'os_hash_value': faultproxy.DELETE}
+        proxy.add_fault(RECORD, 'rewrite_json', times=2,
+                        patch=no_multihash)
+        entry = self.fetch(self.bookworm, client=self.client(proxy.url))
+        self.assertEqual('md5', entry.info.hash_algo)
+        proxy.add_fault(RECORD, 'rewrite_json', times=1,
+                        patch=no_multihash)
+        proxy.add_fault(FILE, 'corrupt', times=1)
+        e = self.assertRaises(exception.ImageChecksumMismatch, self.fetch,
+                              self.trixie, client=self.client(proxy.url))
+        self.assertIn('its md5 hash', str(e))
+
+
 class EvictionTestCase(GlanceTestCase):
 
     def test_bounded_and_never_in_use(self):
@@ -383,11 +449,12 @@ class ConcurrencyTestCase(GlanceTestCase):
 
 class _ProxyFixture(fixtures.Fixture):
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, **kw):
         self.upstream = upstream
+        self.kw = kw
 
     def _setUp(self):
-        self.proxy = faultproxy.FaultProxy(self.upstream).start()
+        self.proxy = faultproxy.FaultProxy(self.upstream, **self.kw).start()
         self.addCleanup(self.proxy.stop)
 
 
