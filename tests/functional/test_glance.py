@@ -148,6 +148,25 @@ class FetchTestCase(GlanceTestCase):
         self.assertEqual(before + 1,
                          self.glance.download_count(self.bookworm))
 
+    def test_image_menu_url_override(self):
+        # An image property is tenant input: re-encoded, no iPXE settings.
+        image = self.glance.create_image(
+            'ipxe-custom', base.BOOKWORM_ISO, properties={
+                'hw_ipxe_boot': 'true',
+                'ipxe_boot_menu_url': 'http://tenant.example/m?x=${ip}'})
+        out = os.path.join(self.tmp, 'vm.iso')
+        _, rendered, _ = builder.build_iso_from_image(
+            self.client(), self.cache(), image, builder.Instance(
+                network_data=self.network_data()), out, self.conf)
+        self.assertEqual('image', rendered.menu_url_source)
+        self.assertIn(b' http://tenant.example/m?x=%24%7Bip%7D&mac=',
+                      isofactory.iso_files(out)['/nipxe.ipx'])
+        self.flags(allow_menu_url_override=False)
+        _, rendered, _ = builder.build_iso_from_image(
+            self.client(), self.cache(), image, builder.Instance(
+                network_data=self.network_data()), out, self.conf)
+        self.assertEqual('config', rendered.menu_url_source)
+
     def test_legacy_flag_and_uefi_image(self):
         entry = self.fetch(self.trixie)
         self.assertEqual(os.path.getsize(base.TRIXIE_ISO), entry.info.size)
