@@ -101,3 +101,22 @@ def cpu_model():
 def progress(text):
     if sys.stderr.isatty():
         print('  ... ' + text, file=sys.stderr)
+
+
+class BenchError(Exception):
+    """A problem worth one line to the user, not a traceback."""
+
+
+def run_main(main, name):
+    """Run a benchmark's main(): one line and exit 2 for a BenchError."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print('%s: %s' % (name, e), file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # Output piped into head and the like: stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

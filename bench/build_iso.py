@@ -36,6 +36,8 @@ import tracemalloc
 
 import benchlib  # bench/ itself, the script directory
 
+BenchError = benchlib.BenchError
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ISOS = (
     ('bookworm', '/usr/lib/ipxe/ipxe.iso'),
@@ -55,10 +57,6 @@ MIB = 1024.0 * 1024.0
 
 CONTESTANTS = ('ours cold', 'ours warm', '2013 way', 'xorriso replay')
 GNU_TIME = None     # set in main(): measures the tools' peak RSS
-
-
-class BenchError(Exception):
-    """A problem worth one line to the user, not a traceback."""
 
 
 def _import_nova_ipxe():
@@ -704,14 +702,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print('build_iso.py: %s' % e, file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        # Output piped into head and the like: stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    benchlib.run_main(main, 'build_iso.py')

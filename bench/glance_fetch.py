@@ -37,6 +37,8 @@ import time
 
 import benchlib  # bench/ itself, the script directory
 
+BenchError = benchlib.BenchError
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOCK_ISO = '/usr/lib/ipxe/ipxe.iso'
 NETWORK_DATA = os.path.join(REPO, 'tools/demo/network_data.json')
@@ -54,10 +56,6 @@ OURS_CACHE = 'ours cache.get() cold'
 CURL_SHA = 'curl | sha512sum'
 CURL_FILE = 'curl -o FILE'
 CONTESTANTS = (OURS_DOWNLOAD, OURS_CACHE, CURL_SHA, CURL_FILE)
-
-
-class BenchError(Exception):
-    """A problem worth one line to the user, not a traceback."""
 
 
 def _import_project():
@@ -598,14 +596,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print('glance_fetch.py: %s' % e, file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        # Output piped into head and the like: stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    benchlib.run_main(main, 'glance_fetch.py')
