@@ -32,6 +32,7 @@ from testtools import content
 
 from nova_ipxe import builder
 from tests import base
+from tests import isofactory
 from tools import bootlab
 
 BOOT_TIMEOUT = 180
@@ -189,6 +190,25 @@ class BiosBootTestCase(BootTestCase):
     def test_e1000(self):
         self.one_nic_v4('e1000')
 
+    def boot_layout(self, name, source):
+        menu = self.one_lan(ipv4='192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        iso, _ = self.build(data, source=source,
+                            boot_menu_url=menu.url_for('/menu.ipxe'))
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        self.assertMenuFlow(menu, vm, name, '192.0.2.10', mac, '192.0.2.10')
+        self.assertNoDhcp()
+
+    def test_genfsimg_layout(self):
+        # ipxe.lkrn booted with "INITRD autoexec.ipxe" (a stock script
+        # that runs dhcp) in the source: ours must replace it.
+        self.boot_layout('bios-genfsimg', isofactory.genfsimg_iso(self.tmp))
+
+    def test_plain_iso9660_names(self):
+        self.boot_layout('bios-8.3-names', isofactory.plain_iso(self.tmp))
+
     def test_virtio_net(self):
         self.one_nic_v4('virtio-net-pci')
 
@@ -277,6 +297,21 @@ class UefiBootTestCase(BootTestCase):
         seen, _ = self.assertMenuFlow(menu, vm, 'uefi-trixie', '192.0.2.10',
                                       mac, '192.0.2.10')
         self.assertEqual('192.0.2.1', seen['gateway'])
+        self.assertNoDhcp()
+
+    def test_genfsimg_layout(self):
+        # esp.img with the loader and a stock autoexec.ipxe at its root.
+        menu = self.one_lan(ipv4='192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        iso, result = self.build(data, source=isofactory.genfsimg_iso(
+            self.tmp), boot_menu_url=menu.url_for('/menu.ipxe'),
+            uefi='require')
+        self.assertTrue(result.uefi)
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        self.assertMenuFlow(menu, vm, 'uefi-genfsimg', '192.0.2.10', mac,
+                            '192.0.2.10')
         self.assertNoDhcp()
 
     def test_query_encoding_survives_ipxe(self):
