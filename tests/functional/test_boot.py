@@ -279,6 +279,54 @@ class BiosBootTestCase(BootTestCase):
         self.assertNotIn('DHCP', serial)
         self.assertNoDhcp()
 
+    def test_unreachable_menu_falls_back_to_the_local_disk(self):
+        self.one_lan(ipv4='192.0.2.1', menu=False)
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        iso, _ = self.build(data, boot_menu_url='http://192.0.2.1:9/m',
+                            on_chain_failure='disk', chain_retries=1)
+        disk = os.path.join(self.tmp, 'disk.img')
+        with open(disk, 'wb') as f:
+            f.write(mbr_printing('LOCAL-DISK-BOOTED'))
+        vm = bootlab.Vm(self.lab, cdrom=iso, nics=[bootlab.Nic('tap0', mac)],
+                        extra_args=['-drive', 'file=%s,format=raw,if=ide,'
+                                    'index=0' % disk])
+        vm.start()
+        vm.wait_serial('LOCAL-DISK-BOOTED', timeout=BOOT_TIMEOUT)
+        vm.stop()
+        serial = vm.serial_text(clean=True)
+        self.assertIn('nova-ipxe: booting from the local disk', serial)
+        # iPXE itself booted the disk (not the BIOS after iPXE gave up).
+        self.assertIn('Booting from SAN device 0x80', serial)
+        self.assertNotIn('Boot from SAN device 0x80 failed', serial)
+        self.assertNoDhcp()
+
+
+def mbr_printing(message):
+    """A stand-in local disk: an MBR that prints ``message`` and halts.
+
+    It prints with the BIOS teletype call, which SeaBIOS mirrors to the
+    serial console.
+    """
+    code = bytes.fromhex(
+        '31c0'      # xor ax, ax
+        '8ed8'      # mov ds, ax
+        '31db'      # xor bx, bx     (page 0)
+        'be1700'    # mov si, 0x7c17 (patched below)
+        'ac'        # lodsb
+        '08c0'      # or al, al
+        '7406'      # jz halt
+        'b40e'      # mov ah, 0x0e
+        'cd10'      # int 0x10
+        'ebf5'      # jmp lodsb
+        'f4'        # halt: hlt
+        'ebfd')     # jmp halt
+    code = bytearray(code)
+    code[7:9] = (0x7c00 + len(code)).to_bytes(2, 'little')
+    sector = bytes(code) + message.encode() + b'\r\n\0'
+    return sector.ljust(510, b'\0') + b'\x55\xaa'
+
 
 class UefiBootTestCase(BootTestCase):
 
