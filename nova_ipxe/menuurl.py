@@ -41,7 +41,11 @@ def _split(url, schemes):
         raise exception.InvalidMenuUrl(
             url=url[:64] + '...',
             reason='longer than %d characters' % MAX_URL_LENGTH)
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # parsed lazily; raises for a bad port or IPv6 host
+    except ValueError as e:
+        raise exception.InvalidMenuUrl(url=url, reason=str(e))
     if parts.scheme.lower() not in schemes:
         raise exception.InvalidMenuUrl(
             url=url, reason='scheme must be one of %s' % ', '.join(schemes))

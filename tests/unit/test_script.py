@@ -128,6 +128,13 @@ class ScriptTestCase(base.TestCase):
         self.assertTrue(url.startswith('http://tenant.example/m?a=%24%7Bip%7D'
                                        '&uuid='), url)
 
+    def test_bad_tenant_urls(self):
+        for url in ('http://[', 'http://[::1/m', 'http://h:99999/m',
+                    'http://h:port/m', 'https://user:pw@h/m', 'ftp://h/m',
+                    'javascript:alert(1)', 'http://h/m#x', ' ', 42):
+            self.assertRaises(exception.InvalidMenuUrl, self.render,
+                              server_metadata={'ipxe_boot_menu_url': url})
+
     def test_override_disabled(self):
         self.flags(allow_menu_url_override=False)
         text = self.render(image_properties={
