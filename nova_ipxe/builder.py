@@ -66,7 +66,7 @@ def configured_menu_url(conf=CONF):
     """
     try:
         return conf.ipxe.boot_menu_url
-    except (cfg.TemplateSubstitutionError, cfg.NoSuchOptError) as e:
+    except cfg.Error as e:  # substitution: no such option or group
         raise exception.ConfigError(
             reason='boot_menu_url: %s. Write iPXE settings as $${name} '
                    '(oslo.config substitutes ${name})' % e)

@@ -83,6 +83,9 @@ class ConfTestCase(base.TestCase):
         e = self.assertRaises(exception.ConfigError,
                               builder.configured_menu_url, conf)
         self.assertIn('$${name}', str(e))
+        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?g=${grp.opt}\n')
+        self.assertRaises(exception.ConfigError,
+                          builder.configured_menu_url, conf)
         conf = self.load('[ipxe]\nboot_menu_url = http://b/m?ip=$${ip}\n')
         self.assertEqual('http://b/m?ip=${ip}',
                          builder.configured_menu_url(conf))

@@ -33,6 +33,10 @@ NASTY = ['\n', '\r', '\t', ' ', '#', ':', '\\', '${', '}', '||', '&&',
 
 hostile_text = st.one_of(
     st.text(max_size=40),
+    # URL-shaped noise: brackets, ports, escapes, settings, comments.
+    st.text(alphabet='htps:/[]@%#?&=${}.0129 \n\\', max_size=30),
+    st.just('http://').flatmap(lambda p: st.text(
+        alphabet='[]:@%$.{}#0129az', max_size=20).map(lambda t: p + t)),
     st.lists(st.sampled_from(NASTY) | st.text(
         alphabet='abc019.:-/', max_size=6), max_size=8).map(''.join))
 hostile_json = st.one_of(hostile_text, st.integers(), st.none(),
