@@ -13,9 +13,9 @@ flake8
 
 echo "== stestr run $*"
 # The QEMU boot tests append their power-on-to-menu times here.
-mkdir -p .stestr
-export NOVA_IPXE_BOOT_TIMINGS="$PWD/.stestr/boot-timings.jsonl"
-: > "$NOVA_IPXE_BOOT_TIMINGS"
+NOVA_IPXE_BOOT_TIMINGS=$(mktemp --suffix=.boot-timings.jsonl)
+export NOVA_IPXE_BOOT_TIMINGS
+trap 'rm -f "$NOVA_IPXE_BOOT_TIMINGS"' EXIT
 rc=0
 stestr run "$@" || rc=$?
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
