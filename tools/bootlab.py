@@ -1063,19 +1063,21 @@ class Vm:
 
     def __init__(self, lab, *, cdrom=None, kernel=None, initrd=None,
                  append=None, nics=(), firmware='bios', memory=256,
-                 machine=None, name='vm', sercon=True, extra_args=()):
-        if bool(cdrom) == bool(kernel):
-            raise LabError('give exactly one of cdrom= or kernel=')
+                 machine=None, name='vm', sercon=True, extra_args=(),
+                 disk=None):
+        if sum(1 for x in (cdrom, kernel, disk) if x) != 1:
+            raise LabError('give exactly one of cdrom=, disk= or kernel=')
         if initrd and not kernel:
             raise LabError('initrd= needs kernel=')
         if firmware not in ('bios', 'uefi'):
             raise LabError('firmware must be bios or uefi, not %r'
                            % firmware)
-        for path in (cdrom, kernel, initrd):
+        for path in (cdrom, kernel, initrd, disk):
             if path and not os.path.isfile(path):
                 raise LabError('no such file: %s' % path)
         self.lab = lab
         self.cdrom = cdrom and os.path.abspath(cdrom)
+        self.disk = disk and os.path.abspath(disk)
         self.kernel = kernel and os.path.abspath(kernel)
         self.initrd = initrd and os.path.abspath(initrd)
         self.append = append
@@ -1130,6 +1132,11 @@ class Vm:
                      % _qemu_opt(vars_copy)]
         if self.cdrom:
             argv += ['-cdrom', self.cdrom, '-boot', 'd']
+        elif self.disk:
+            # A raw image as the first hard disk (an isohybrid ISO, say);
+            # snapshot=on keeps the file unchanged.
+            argv += ['-drive', 'file=%s,format=raw,if=virtio,snapshot=on'
+                     % _qemu_opt(self.disk), '-boot', 'c']
         else:
             argv += ['-kernel', self.kernel]
             if self.initrd:

@@ -130,9 +130,10 @@ class BootTestCase(base.TestCase):
         self.rendered = rendered
         return out, result
 
-    def boot(self, iso, nics):
-        vm = bootlab.Vm(self.lab, cdrom=iso, nics=nics,
-                        firmware=self.firmware)
+    def boot(self, iso, nics, as_disk=False):
+        media = {'disk' if as_disk else 'cdrom': iso}
+        vm = bootlab.Vm(self.lab, nics=nics, firmware=self.firmware,
+                        **media)
         vm.start()
         return vm
 
@@ -208,6 +209,19 @@ class BiosBootTestCase(BootTestCase):
 
     def test_plain_iso9660_names(self):
         self.boot_layout('bios-8.3-names', isofactory.plain_iso(self.tmp))
+
+    def test_isohybrid_boots_as_a_hard_disk(self):
+        # Nova's legacy rescue attaches the image as a disk, not a CD.
+        menu = self.one_lan(ipv4='192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        iso, _ = self.build(data, boot_menu_url=menu.url_for('/menu.ipxe'))
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)], as_disk=True)
+        self.assertMenuFlow(menu, vm, 'bios-as-disk', '192.0.2.10', mac,
+                            '192.0.2.10')
+        self.assertIn('Booting from Hard Disk', vm.serial_text(clean=True))
+        self.assertNoDhcp()
 
     def test_virtio_net(self):
         self.one_nic_v4('virtio-net-pci')
@@ -345,6 +359,18 @@ class UefiBootTestCase(BootTestCase):
         seen, _ = self.assertMenuFlow(menu, vm, 'uefi-trixie', '192.0.2.10',
                                       mac, '192.0.2.10')
         self.assertEqual('192.0.2.1', seen['gateway'])
+        self.assertNoDhcp()
+
+    def test_isohybrid_boots_as_a_hard_disk(self):
+        menu = self.one_lan(ipv4='192.0.2.1')
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=(
+            '192.0.2.10', 24, '192.0.2.1')))
+        iso, _ = self.build(data, source=base.TRIXIE_ISO, uefi='require',
+                            boot_menu_url=menu.url_for('/menu.ipxe'))
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac)], as_disk=True)
+        self.assertMenuFlow(menu, vm, 'uefi-as-disk', '192.0.2.10', mac,
+                            '192.0.2.10')
         self.assertNoDhcp()
 
     def test_genfsimg_layout(self):
