@@ -96,9 +96,10 @@ def render_script(instance, conf=CONF):
                   menu_nic=menu_nic)
 
 
-def load_base(source, conf=CONF):
+def load_base(source, conf=CONF, name=None):
     """Parse a stock iPXE ISO (a path) within ``max_iso_size``."""
-    return iso.BaseIso.from_path(source, max_size=conf.ipxe.max_iso_size)
+    return iso.BaseIso.from_path(source, max_size=conf.ipxe.max_iso_size,
+                                 name=name)
 
 
 class ParsedBases:
@@ -113,13 +114,13 @@ class ParsedBases:
         self._bases = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key, path, conf=CONF):
+    def get(self, key, path, conf=CONF, name=None):
         with self._lock:
             base = self._bases.get(key)
             if base is not None:
                 self._bases.move_to_end(key)
                 return base
-        base = load_base(path, conf)
+        base = load_base(path, conf, name)
         with self._lock:
             self._bases[key] = base
             while len(self._bases) > self.size:
@@ -158,7 +159,8 @@ def build_iso_from_image(client, cache, image_id, instance, output,
     """
     with cache.get(client, image_id, conf.ipxe.max_iso_size,
                    progress=progress) as entry:
-        base = PARSED_BASES.get(entry.info.cache_key, entry.path, conf)
+        base = PARSED_BASES.get(entry.info.cache_key, entry.path, conf,
+                                name='Glance image %s' % entry.info.id)
         props = dict(instance.image_properties or {})
         props.setdefault(menuurl.OVERRIDE_KEY, entry.info.properties.get(
             menuurl.OVERRIDE_KEY))

@@ -290,19 +290,21 @@ class BaseIso:
                        'only %d' % (blocks * block_size, len(self.data)))
 
     @classmethod
-    def from_path(cls, path, max_size=None):
+    def from_path(cls, path, max_size=None, name=None):
+        """Read and parse ``path``; ``name`` is how messages call it."""
+        name = name or path
         try:
             size = os.path.getsize(path)
             if max_size is not None and size > max_size:
-                raise exception.IsoTooLarge(source=path, size=size,
+                raise exception.IsoTooLarge(source=name, size=size,
                                             limit=max_size)
             with open(path, 'rb') as f:
                 data = f.read()
         except OSError as e:
-            raise exception.InvalidIso(source=path,
+            raise exception.InvalidIso(source=name,
                                        reason='cannot read it: %s'
                                               % e.strerror)
-        return cls(data, source=path, max_size=max_size)
+        return cls(data, source=name, max_size=max_size)
 
     # -- reading -------------------------------------------------------
 
