@@ -37,6 +37,9 @@ from tools import bootlab
 
 BOOT_TIMEOUT = 180
 UUID = str(uuid.uuid4())
+VM_V4 = ('192.0.2.10', 24, '192.0.2.1')  # address, prefix, gateway
+# Nothing listens on port 9 of the bridge: every try is refused.
+UNREACHABLE = 'http://192.0.2.1:9/m'
 
 # What a netboot.xyz-style menu does: read the standard settings (for an
 # installer's ip= argument) and move on; here it reports them back.
@@ -166,65 +169,63 @@ class BootTestCase(base.TestCase):
                       result.serial_clean)
         return seen['query'], result
 
+    def v4_vm(self, menu=True, model='e1000', as_disk=False, **flags):
+        """One NIC at VM_V4 on br0, the ISO built and booted.
+
+        Returns (menu server or None, MAC, started Vm, BuildResult).
+        """
+        server = self.one_lan(ipv4='192.0.2.1', menu=menu)
+        mac = bootlab.unique_mac()
+        data = network_data(nic_data(mac, 'tap-a', ipv4=VM_V4),
+                            dns=['192.0.2.53'])
+        if server:
+            flags.setdefault('boot_menu_url', server.url_for('/menu.ipxe'))
+        iso, result = self.build(data, **flags)
+        vm = self.boot(iso, [bootlab.Nic('tap0', mac, model=model)],
+                       as_disk=as_disk)
+        return server, mac, vm, result
+
+    def assertV4Menu(self, name, menu, mac, vm):
+        seen, result = self.assertMenuFlow(menu, vm, name, VM_V4[0], mac,
+                                           VM_V4[0])
+        self.assertNoDhcp()
+        return seen, result
+
 
 class BiosBootTestCase(BootTestCase):
 
     def one_nic_v4(self, model):
-        menu = self.one_lan(ipv4='192.0.2.1')
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')), dns=['192.0.2.53'])
-        iso, result = self.build(
-            data, boot_menu_url=menu.url_for('/menu.ipxe'))
+        menu, mac, vm, result = self.v4_vm(model=model)
         self.assertEqual((True, False), (result.bios, result.uefi))
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac, model=model)])
-        seen, _ = self.assertMenuFlow(menu, vm, 'bios-' + model,
-                                      '192.0.2.10', mac, '192.0.2.10')
+        seen, _ = self.assertV4Menu('bios-' + model, menu, mac, vm)
         # The standard settings are left for the menu to use.
         self.assertEqual('192.0.2.10', seen['ip'])
         self.assertEqual('255.255.255.0', seen['netmask'])
         self.assertEqual('192.0.2.1', seen['gateway'])
         self.assertEqual('192.0.2.53', seen['dns'])
         self.assertEqual('vm-1', seen['hostname'])
-        self.assertNoDhcp()
 
     def test_e1000(self):
         self.one_nic_v4('e1000')
 
-    def boot_layout(self, name, source):
-        menu = self.one_lan(ipv4='192.0.2.1')
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
-        iso, _ = self.build(data, source=source,
-                            boot_menu_url=menu.url_for('/menu.ipxe'))
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
-        self.assertMenuFlow(menu, vm, name, '192.0.2.10', mac, '192.0.2.10')
-        self.assertNoDhcp()
+    def test_virtio_net(self):
+        self.one_nic_v4('virtio-net-pci')
 
     def test_genfsimg_layout(self):
         # ipxe.lkrn booted with "INITRD autoexec.ipxe" (a stock script
         # that runs dhcp) in the source: ours must replace it.
-        self.boot_layout('bios-genfsimg', isofactory.genfsimg_iso(self.tmp))
+        self.assertV4Menu('bios-genfsimg', *self.v4_vm(
+            source=isofactory.genfsimg_iso(self.tmp))[:3])
 
     def test_plain_iso9660_names(self):
-        self.boot_layout('bios-8.3-names', isofactory.plain_iso(self.tmp))
+        self.assertV4Menu('bios-8.3-names', *self.v4_vm(
+            source=isofactory.plain_iso(self.tmp))[:3])
 
     def test_isohybrid_boots_as_a_hard_disk(self):
         # Nova's legacy rescue attaches the image as a disk, not a CD.
-        menu = self.one_lan(ipv4='192.0.2.1')
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
-        iso, _ = self.build(data, boot_menu_url=menu.url_for('/menu.ipxe'))
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac)], as_disk=True)
-        self.assertMenuFlow(menu, vm, 'bios-as-disk', '192.0.2.10', mac,
-                            '192.0.2.10')
+        menu, mac, vm, _ = self.v4_vm(as_disk=True)
+        self.assertV4Menu('bios-as-disk', menu, mac, vm)
         self.assertIn('Booting from Hard Disk', vm.serial_text(clean=True))
-        self.assertNoDhcp()
-
-    def test_virtio_net(self):
-        self.one_nic_v4('virtio-net-pci')
 
     def test_static_ipv6_only(self):
         menu = self.one_lan(ipv6='2001:db8::1')
@@ -269,15 +270,11 @@ class BiosBootTestCase(BootTestCase):
         self.assertNoDhcp()
 
     def test_unreachable_menu_ends_in_fallback_never_dhcp(self):
-        self.one_lan(ipv4='192.0.2.1', menu=False)
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
         # Nothing listens on port 9 of the bridge: every try is refused.
-        iso, _ = self.build(data, boot_menu_url='http://192.0.2.1:9/m',
-                            on_chain_failure='reboot', chain_retries=2)
         started = time.monotonic()
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
+        _, _, vm, _ = self.v4_vm(
+            menu=False, boot_menu_url=UNREACHABLE,
+            on_chain_failure='reboot', chain_retries=2)
         result = vm.wait(BOOT_TIMEOUT)
         self.timing = {'case': 'bios-unreachable-menu',
                        'firmware': self.firmware,
@@ -296,9 +293,8 @@ class BiosBootTestCase(BootTestCase):
     def test_unreachable_menu_falls_back_to_the_local_disk(self):
         self.one_lan(ipv4='192.0.2.1', menu=False)
         mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
-        iso, _ = self.build(data, boot_menu_url='http://192.0.2.1:9/m',
+        data = network_data(nic_data(mac, 'tap-a', ipv4=VM_V4))
+        iso, _ = self.build(data, boot_menu_url=UNREACHABLE,
                             on_chain_failure='disk', chain_retries=1)
         disk = os.path.join(self.tmp, 'disk.img')
         with open(disk, 'wb') as f:
@@ -347,56 +343,29 @@ class UefiBootTestCase(BootTestCase):
     firmware = 'uefi'
 
     def test_trixie_ovmf(self):
-        menu = self.one_lan(ipv4='192.0.2.1')
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')), dns=['192.0.2.53'])
-        iso, result = self.build(data, source=base.TRIXIE_ISO,
-                                 boot_menu_url=menu.url_for('/menu.ipxe'),
-                                 uefi='require')
+        menu, mac, vm, result = self.v4_vm(source=base.TRIXIE_ISO,
+                                           uefi='require')
         self.assertTrue(result.uefi)
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
-        seen, _ = self.assertMenuFlow(menu, vm, 'uefi-trixie', '192.0.2.10',
-                                      mac, '192.0.2.10')
+        seen, _ = self.assertV4Menu('uefi-trixie', menu, mac, vm)
         self.assertEqual('192.0.2.1', seen['gateway'])
-        self.assertNoDhcp()
 
     def test_isohybrid_boots_as_a_hard_disk(self):
-        menu = self.one_lan(ipv4='192.0.2.1')
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
-        iso, _ = self.build(data, source=base.TRIXIE_ISO, uefi='require',
-                            boot_menu_url=menu.url_for('/menu.ipxe'))
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac)], as_disk=True)
-        self.assertMenuFlow(menu, vm, 'uefi-as-disk', '192.0.2.10', mac,
-                            '192.0.2.10')
-        self.assertNoDhcp()
+        self.assertV4Menu('uefi-as-disk', *self.v4_vm(
+            source=base.TRIXIE_ISO, uefi='require', as_disk=True)[:3])
 
     def test_genfsimg_layout(self):
         # esp.img with the loader and a stock autoexec.ipxe at its root.
-        menu = self.one_lan(ipv4='192.0.2.1')
-        mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
-        iso, result = self.build(data, source=isofactory.genfsimg_iso(
-            self.tmp), boot_menu_url=menu.url_for('/menu.ipxe'),
-            uefi='require')
-        self.assertTrue(result.uefi)
-        vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
-        self.assertMenuFlow(menu, vm, 'uefi-genfsimg', '192.0.2.10', mac,
-                            '192.0.2.10')
-        self.assertNoDhcp()
+        self.assertV4Menu('uefi-genfsimg', *self.v4_vm(
+            source=isofactory.genfsimg_iso(self.tmp), uefi='require')[:3])
 
     def test_query_encoding_survives_ipxe(self):
         # Operator URL with its own query: ours is appended after it.
+        url = 'http://192.0.2.1:%d/menu.ipxe?site=lab%%20one&nic=$${net0/mac}'
         menu = self.one_lan(ipv4='192.0.2.1')
         mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=(
-            '192.0.2.10', 24, '192.0.2.1')))
-        url = menu.url_for('/menu.ipxe') + '?site=lab%20one&nic=${net0/mac}'
-        iso, _ = self.build(data, source=base.TRIXIE_ISO,
-                            boot_menu_url=url.replace('$', '$$'))
+        iso, _ = self.build(network_data(nic_data(mac, 'tap-a', ipv4=VM_V4)),
+                            source=base.TRIXIE_ISO,
+                            boot_menu_url=url % menu.port)
         vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
         request = menu.wait_for('/menu.ipxe', timeout=BOOT_TIMEOUT, vm=vm)
         vm.stop()
