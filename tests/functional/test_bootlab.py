@@ -34,6 +34,8 @@ from testtools import content
 
 from tools import bootlab
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 BOOT_TIMEOUT = 120  # TCG; a BIOS boot to the menu takes about 2 s here
 BRIDGE_V4 = '192.0.2.1/24'
 BRIDGE_V6 = '2001:db8::1/64'
@@ -321,9 +323,7 @@ class TestLabCleanup(testtools.TestCase):
             'lab.popen(["sleep", "300"])\n'
             'print(lab.name, flush=True)\n'
             'time.sleep(300)\n')
-        root = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=root,
+        proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO,
                                 stdout=subprocess.PIPE, text=True)
         self.addCleanup(proc.kill)
         name = proc.stdout.readline().strip()
@@ -341,9 +341,7 @@ class TestLabCleanup(testtools.TestCase):
             'child = lab.popen(["sleep", "300"])\n'
             'print(lab.name, child.pid, lab.workdir, flush=True)\n'
             'time.sleep(300)\n')
-        root = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=root,
+        proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO,
                                 stdout=subprocess.PIPE, text=True)
         self.addCleanup(proc.kill)
         name, child, workdir = proc.stdout.readline().split()
