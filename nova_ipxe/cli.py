@@ -259,6 +259,21 @@ def cmd_inspect(args, conf):
     print('Files:     %s' % ' '.join(info['files']))
 
 
+# What the library cannot say, because it does not know about the CLI.
+HINTS = (
+    (exception.ImageNotAuthorized, ' (the token is read from OS_AUTH_TOKEN)'),
+    (exception.ImageNotFound, ' (the token is read from OS_AUTH_TOKEN)'),
+    (exception.InvalidNetworkData, ' (in --network-data)'),
+)
+
+
+def _hint(error):
+    for cls, hint in HINTS:
+        if isinstance(error, cls):
+            return hint
+    return ''
+
+
 COMMANDS = {'build-iso': cmd_build_iso, 'render-script': cmd_render_script,
             'fetch': cmd_fetch, 'inspect': cmd_inspect}
 
@@ -275,7 +290,7 @@ def main(argv=None):
         return 2
     except exception.NovaIpxeError as e:
         LOG.debug('Failed', exc_info=True)
-        print('%s: error: %s' % (PROG, e), file=sys.stderr)
+        print('%s: error: %s%s' % (PROG, e, _hint(e)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print('%s: error: interrupted' % PROG, file=sys.stderr)

@@ -12,113 +12,234 @@
 
 """The nova-ipxe error hierarchy.
 
-Every error an operator can meet is a subclass of :class:`NovaIpxeError`
-whose message says what was wrong and what to do about it.  Callers pass
-keyword arguments that fill the class's message template.
+Every error belongs to one of three categories, so that a driver can act
+on it without a table of classes:
+
+* :class:`TenantError` -- what the tenant supplied is wrong: the image
+  (its record or its bytes), the server's network data or metadata, a
+  menu URL override.  The tenant can fix it.
+* :class:`OperatorError` -- what the operator must fix: the ``[ipxe]``
+  configuration, an ISO that cannot take a script, a missing tool.
+* :class:`InfrastructureError` -- something failed underneath: Glance,
+  the disk, the cache.  Trying again may work.
+
+Each error carries two messages.  ``str(error)`` (also ``.message``) is
+the detailed one for the log: it may name host paths and option values.
+``.safe_message`` may be shown to a tenant (a Nova instance fault): it
+names only what the tenant supplied, never a host path or an option
+value.  Both are one line: control characters and line breaks in the
+values are escaped, so no value can split a message or forge a log line.
+
+Callers pass keyword arguments that fill the class's templates.  Library
+messages never assume the CLI; the ``nova-ipxe`` command adds its own
+hints.
 """
+
+import re
+
+TENANT = 'tenant'
+OPERATOR = 'operator'
+INFRASTRUCTURE = 'infrastructure'
+CATEGORIES = (TENANT, OPERATOR, INFRASTRUCTURE)
+
+# Longest message kept; hostile values (a 5000-digit netmask) are cut.
+MAX_MESSAGE = 1024
+# C0/C1 controls, DEL and the Unicode line and paragraph separators.
+_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]')
+
+
+def one_line(text, limit=MAX_MESSAGE):
+    """``text`` with every control character escaped, at most ``limit``."""
+    text = _UNSAFE.sub(lambda m: '\\x%02x' % ord(m.group())
+                       if ord(m.group()) < 0x100
+                       else '\\u%04x' % ord(m.group()), str(text))
+    if len(text) > limit:
+        text = text[:limit - 3] + '...'
+    return text
 
 
 class NovaIpxeError(Exception):
-    """Base class; ``msg_fmt`` is filled from the keyword arguments."""
+    """Base class.
 
+    ``msg_fmt`` (detailed, for the log) and ``safe_fmt`` (for the tenant)
+    are filled from the keyword arguments.  ``safe_fmt`` may only use
+    arguments whose values came from the tenant.
+    """
+
+    category = INFRASTRUCTURE
     msg_fmt = 'nova-ipxe failed: %(reason)s'
+    safe_fmt = ('The iPXE boot ISO could not be built because of an '
+                'internal error.')
 
     def __init__(self, message=None, **kwargs):
         self.kwargs = kwargs
         if message is None:
-            try:
-                message = self.msg_fmt % kwargs
-            except (KeyError, TypeError):
-                # A template bug must not hide the original problem.
-                message = '%s: %r' % (self.msg_fmt, kwargs)
-        self.message = message
-        super().__init__(message)
+            message = self._format(self.msg_fmt)
+        self.message = one_line(message)
+        self.safe_message = one_line(self._format(self.safe_fmt))
+        super().__init__(self.message)
+
+    def _format(self, template):
+        try:
+            return template % self.kwargs
+        except (KeyError, TypeError, ValueError):
+            # A template bug must not hide the original problem.
+            return '%s: %r' % (template, self.kwargs)
 
 
-class ConfigError(NovaIpxeError):
+class TenantError(NovaIpxeError):
+    """The tenant's image, network data, metadata or override is wrong."""
+
+    category = TENANT
+    safe_fmt = 'The iPXE boot request is invalid: %(reason)s.'
+
+
+class OperatorError(NovaIpxeError):
+    """The operator must fix the configuration, the ISO or the host."""
+
+    category = OPERATOR
+    safe_fmt = ('The iPXE boot ISO could not be built because of a problem '
+                'in the cloud\'s configuration; contact the cloud operator.')
+
+
+class InfrastructureError(NovaIpxeError):
+    """Glance, the disk or the cache failed; trying again may work."""
+
+    category = INFRASTRUCTURE
+    safe_fmt = ('The iPXE boot ISO could not be built because of a '
+                'temporary failure in the cloud; try again later.')
+
+
+# -- the operator's side ------------------------------------------------
+
+class ConfigError(OperatorError):
     msg_fmt = 'Invalid [ipxe] configuration: %(reason)s'
 
 
-class InvalidNetworkData(NovaIpxeError):
-    msg_fmt = ('Invalid network data at %(field)s: %(reason)s. Check the '
-               'network_data.json (OpenStack metadata format) given to '
-               'nova-ipxe.')
-
-
-class InvalidScriptValue(NovaIpxeError):
-    msg_fmt = ('Refusing %(what)s %(value)r for the iPXE script: '
-               '%(reason)s.')
-
-
-class InvalidMenuUrl(NovaIpxeError):
-    msg_fmt = ('Invalid boot menu URL %(url)r: %(reason)s. Set [ipxe] '
-               'boot_menu_url (or the image/server override) to an http:// '
-               'or https:// URL.')
-
-
-class MenuNetworkNotFound(NovaIpxeError):
+class MenuNetworkNotFound(OperatorError):
     msg_fmt = ('No NIC is attached to the menu network %(network)r '
                '(networks present: %(present)s). Fix [ipxe] menu_network '
                'or attach the instance to that network.')
+    safe_fmt = ('The server has no port on the network the cloud boots iPXE '
+                'menus from; attach it to that network or contact the cloud '
+                'operator.')
 
 
-class NoUsableNic(NovaIpxeError):
-    msg_fmt = ('None of the instance\'s NICs can reach a boot menu: '
-               '%(reason)s.')
+class UnsupportedIso(OperatorError):
+    """A well-formed ISO that cannot take a script (layout, iPXE build)."""
+
+    msg_fmt = '%(source)s cannot take an iPXE script: %(reason)s.'
+    safe_fmt = ('The image cannot take an iPXE script: %(reason)s. Use an '
+                'iPXE ISO built with ISOLINUX and, for UEFI, iPXE 2021 or '
+                'later.')
 
 
-class InvalidIso(NovaIpxeError):
-    msg_fmt = ('%(source)s is not a usable iPXE ISO: %(reason)s.')
-
-
-class IsoTooLarge(InvalidIso):
-    msg_fmt = ('%(source)s is %(size)d bytes, more than [ipxe] '
-               'max_iso_size (%(limit)d bytes). Use a smaller iPXE ISO or '
-               'raise max_iso_size.')
-
-
-class UefiUnsupported(InvalidIso):
+class UefiUnsupported(UnsupportedIso):
     msg_fmt = ('%(source)s cannot boot UEFI with an injected script: '
                '%(reason)s. Use an iPXE build from 2021 or later, or set '
                '[ipxe] uefi to auto or off.')
+    safe_fmt = ('The image cannot boot UEFI with an injected iPXE script: '
+                '%(reason)s. Use an iPXE build from 2021 or later.')
 
 
-class EfiImageError(NovaIpxeError):
-    msg_fmt = 'The EFI boot image %(image)s is unusable: %(reason)s.'
-
-
-class EfiImageFull(EfiImageError):
+class EfiImageFull(UnsupportedIso):
     msg_fmt = ('The EFI boot image %(image)s has no room for %(name)s '
                '(%(needed)d bytes needed, %(free)d free). Rebuild the iPXE '
                'ISO with a larger EFI image, or set [ipxe] uefi = off.')
+    safe_fmt = ('The image\'s EFI boot image %(image)s has no room for the '
+                'iPXE script; rebuild the ISO with a larger EFI image.')
 
 
-class IsoBuildFailed(NovaIpxeError):
-    msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
+class ToolMissing(OperatorError):
+    msg_fmt = ('%(tool)s is needed to %(purpose)s but is not installed on '
+               'this host.')
 
 
-class GlanceError(NovaIpxeError):
-    msg_fmt = 'Glance request for image %(image)s failed: %(reason)s.'
+# -- the tenant's side --------------------------------------------------
+
+class InvalidNetworkData(TenantError):
+    msg_fmt = ('Invalid network data at %(field)s: %(reason)s. Check the '
+               'network_data.json (OpenStack metadata format).')
+    safe_fmt = 'Invalid network data at %(field)s: %(reason)s.'
 
 
-class ImageNotFound(GlanceError):
-    msg_fmt = ('Image %(image)s was not found in Glance (or this token may '
-               'not see it).')
+class InvalidScriptValue(TenantError):
+    msg_fmt = ('Refusing %(what)s %(value)r for the iPXE script: '
+               '%(reason)s.')
+    safe_fmt = msg_fmt
 
 
-class ImageNotAuthorized(GlanceError):
-    msg_fmt = ('Glance refused access to image %(image)s (HTTP %(status)d): '
-               'check the token (OS_AUTH_TOKEN) and the image visibility.')
+class InvalidMenuUrl(TenantError):
+    msg_fmt = ('Invalid boot menu URL %(url)r: %(reason)s. Use a plain '
+               'http:// or https:// URL.')
+    safe_fmt = msg_fmt
 
 
-class ImageNotUsable(GlanceError):
-    msg_fmt = 'Image %(image)s cannot be used for iPXE boot: %(reason)s.'
+class InvalidConfiguredMenuUrl(InvalidMenuUrl):
+    """The operator's ``[ipxe] boot_menu_url`` is unusable."""
+
+    category = OPERATOR
+    msg_fmt = ('Invalid boot menu URL %(url)r in [ipxe] boot_menu_url: '
+               '%(reason)s. Set it to an http://, https:// or tftp:// URL.')
+    safe_fmt = OperatorError.safe_fmt
 
 
-class ImageTooLarge(ImageNotUsable):
-    msg_fmt = ('Image %(image)s is %(size)s bytes, more than [ipxe] '
+class NoUsableNic(TenantError):
+    msg_fmt = ('None of the instance\'s NICs can reach a boot menu: '
+               '%(reason)s.')
+    safe_fmt = msg_fmt
+
+
+class InvalidIso(TenantError):
+    """The ISO's bytes are malformed, hostile or not an iPXE ISO."""
+
+    msg_fmt = '%(source)s is not a usable iPXE ISO: %(reason)s.'
+    safe_fmt = 'The image is not a usable iPXE ISO: %(reason)s.'
+
+
+class EfiImageError(InvalidIso):
+    msg_fmt = 'The EFI boot image %(image)s is unusable: %(reason)s.'
+    safe_fmt = ('The image\'s EFI boot image %(image)s is unusable: '
+                '%(reason)s.')
+
+
+class ImageTooLarge(InvalidIso):
+    """One condition, whether seen in the Glance record or on disk."""
+
+    msg_fmt = ('%(source)s is %(size)s bytes, more than [ipxe] '
                'max_iso_size (%(limit)d bytes). Use a smaller iPXE ISO or '
                'raise max_iso_size.')
+    safe_fmt = ('The image is %(size)s bytes, more than the %(limit)d bytes '
+                'this cloud accepts for an iPXE ISO.')
+
+
+# The name the ISO reader used before the two were merged.
+IsoTooLarge = ImageTooLarge
+
+
+class ImageNotUsable(TenantError):
+    msg_fmt = 'Image %(image)s cannot be used for iPXE boot: %(reason)s.'
+    safe_fmt = msg_fmt
+
+
+class ImageNotFound(TenantError):
+    msg_fmt = ('Image %(image)s was not found in Glance (or the request\'s '
+               'token may not see it).')
+    safe_fmt = msg_fmt
+
+
+class ImageNotAuthorized(TenantError):
+    msg_fmt = ('Glance refused access to image %(image)s (HTTP %(status)d): '
+               'check the token and the image visibility.')
+    safe_fmt = msg_fmt
+
+
+# -- the infrastructure's side -----------------------------------------
+
+class GlanceError(InfrastructureError):
+    msg_fmt = 'Glance request for image %(image)s failed: %(reason)s.'
+    safe_fmt = ('Fetching image %(image)s from Glance failed; try again '
+                'later.')
 
 
 class ImageDownloadFailed(GlanceError):
@@ -130,9 +251,15 @@ class ImageChecksumMismatch(ImageDownloadFailed):
     msg_fmt = ('The data of image %(image)s does not match its %(algo)s '
                'hash in Glance (expected %(expected)s..., got '
                '%(actual)s...); nothing was cached.')
+    safe_fmt = ('The data of image %(image)s does not match its hash in '
+                'Glance; nothing was used.')
 
 
-class CacheError(NovaIpxeError):
+class CacheError(InfrastructureError):
     msg_fmt = ('The iPXE base-ISO cache at %(path)s is unusable: '
                '%(reason)s. Check [ipxe] cache_dir, its permissions and '
                'free space.')
+
+
+class IsoBuildFailed(InfrastructureError):
+    msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'

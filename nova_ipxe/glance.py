@@ -85,7 +85,8 @@ def image_info(record, max_size):
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         unusable('Glance reports no usable size (%r)' % (size,))
     if size > max_size:
-        raise exception.ImageTooLarge(image=image, size=size, limit=max_size)
+        raise exception.ImageTooLarge(source='Image %s' % image, size=size,
+                                      limit=max_size)
     algo = record.get('os_hash_algo')
     value = record.get('os_hash_value')
     if algo in HASH_ALGOS and isinstance(value, str) and HEX_RE.match(

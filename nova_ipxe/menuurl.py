@@ -34,38 +34,37 @@ MAX_URL_LENGTH = 2048
 _TENANT_SAFE = "-._~:/?[]@!&'()*+,;=%"
 
 
-def _split(url, schemes):
+def _split(url, schemes, error=exception.InvalidMenuUrl):
     if not isinstance(url, str) or not url:
-        raise exception.InvalidMenuUrl(url=url, reason='empty')
+        raise error(url=url, reason='empty')
     if len(url) > MAX_URL_LENGTH:
-        raise exception.InvalidMenuUrl(
+        raise error(
             url=url[:64] + '...',
             reason='longer than %d characters' % MAX_URL_LENGTH)
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # parsed lazily; raises for a bad port or IPv6 host
     except ValueError as e:
-        raise exception.InvalidMenuUrl(url=url, reason=str(e))
+        raise error(url=url, reason=str(e))
     if parts.scheme.lower() not in schemes:
-        raise exception.InvalidMenuUrl(
-            url=url, reason='scheme must be one of %s' % ', '.join(schemes))
+        raise error(url=url, reason='scheme must be one of %s'
+                    % ', '.join(schemes))
     if not parts.netloc:
-        raise exception.InvalidMenuUrl(url=url, reason='no host')
+        raise error(url=url, reason='no host')
     if '#' in url:
-        raise exception.InvalidMenuUrl(url=url,
-                                       reason='fragments (#) are not '
-                                              'allowed')
+        raise error(url=url, reason='fragments (#) are not allowed')
     return parts
 
 
 def operator_url(url):
     """Validate an operator-configured URL; iPXE settings are allowed."""
     url = url.strip() if isinstance(url, str) else url
-    _split(url, OPERATOR_SCHEMES)
+    _split(url, OPERATOR_SCHEMES, exception.InvalidConfiguredMenuUrl)
     try:
         return script.check_token(url, 'boot menu URL', allow_settings=True)
     except exception.InvalidScriptValue as e:
-        raise exception.InvalidMenuUrl(url=url, reason=e.kwargs['reason'])
+        raise exception.InvalidConfiguredMenuUrl(url=url,
+                                                 reason=e.kwargs['reason'])
 
 
 def tenant_url(url):
