@@ -1,8 +1,10 @@
 #!/bin/bash
 # The whole test suite, as CI runs it: install what is missing, check
-# style, then every unit and functional test (QEMU boots included) with
-# stestr. Run as root on Debian/Ubuntu. Extra arguments filter tests
-# (stestr regexes), e.g. tools/run-tests.sh tests.unit
+# style, build the guide and the release notes, then every unit,
+# functional and devstack plugin test (QEMU boots and the wheel built and
+# installed beside the real Nova included) with stestr. Run as root on
+# Debian/Ubuntu. Extra arguments filter tests (stestr regexes), e.g.
+# tools/run-tests.sh tests.unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -10,6 +12,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== flake8"
 flake8
+
+echo "== docs and release notes (Sphinx, warnings as errors)"
+tools/build-docs.sh
 
 echo "== stestr run $*"
 # The QEMU boot tests append their power-on-to-menu times here.
