@@ -17,7 +17,7 @@ NOVA_IPXE_APACHE_SITE=nova-ipxe
 NOVA_IPXE_DATA_DIR=${NOVA_IPXE_DATA_DIR:-$DATA_DIR/nova-ipxe}
 # The [ipxe] options the plugin may write (each from NOVA_IPXE_<OPTION>).
 NOVA_IPXE_OPTIONS="boot_menu_url on_chain_failure on_build_failure uefi
-    menu_network allow_menu_url_override"
+    menu_network allow_menu_url_override dhcp_subnets"
 
 # The menu URL written to [ipxe] boot_menu_url.
 function nova_ipxe_menu_url {

@@ -276,6 +276,7 @@ class TestStack(PluginTestCase):
                        NOVA_IPXE_UEFI='require',
                        NOVA_IPXE_MENU_NETWORK='ipxe-static',
                        NOVA_IPXE_ALLOW_MENU_URL_OVERRIDE='False',
+                       NOVA_IPXE_DHCP_SUBNETS='dhcp',
                        NOVA_IPXE_IMAGE_NAME='my-ipxe',
                        NOVA_IPXE_DNS_SERVER='192.0.2.53',
                        NOVA_IPXE_SUBNET_RANGE='198.51.100.0/24',
@@ -284,11 +285,13 @@ class TestStack(PluginTestCase):
         # $$ survives: oslo.config hands iPXE its ${net0/mac}.
         self.assertEqual('https://boot.example.org/m?mac=${net0/mac}',
                          conf.ipxe.boot_menu_url)
-        self.assertEqual(('shell', 'stock', 'require', 'ipxe-static', False),
+        self.assertEqual(('shell', 'stock', 'require', 'ipxe-static', False,
+                          'dhcp'),
                          (conf.ipxe.on_chain_failure,
                           conf.ipxe.on_build_failure, conf.ipxe.uefi,
                           conf.ipxe.menu_network,
-                          conf.ipxe.allow_menu_url_override))
+                          conf.ipxe.allow_menu_url_override,
+                          conf.ipxe.dhcp_subnets))
         cloud = self.cloud()
         self.assertEqual(['my-ipxe'], [i['name'] for i in cloud['images']])
         [subnet] = cloud['subnets']
