@@ -90,7 +90,9 @@ function configure_nova_ipxe {
 function configure_nova_ipxe_menu {
     local www=$NOVA_IPXE_DATA_DIR/www
     mkdir -p "$www"
-    cp "$NOVA_IPXE_DIR/devstack/files/menu.ipxe" "$www/menu.ipxe"
+    install -m 0644 "$NOVA_IPXE_DIR/devstack/files/menu.ipxe" "$www/menu.ipxe"
+    # Apache's user may not be the stack user.
+    chmod 0755 "$NOVA_IPXE_DATA_DIR" "$www"
     local site
     site=$(apache_site_config_for "$NOVA_IPXE_APACHE_SITE")
     sudo tee "$site" >/dev/null <<EOF

@@ -263,6 +263,11 @@ class TestStack(PluginTestCase):
             self.fake_root, 'apache', 'sites-enabled', 'nova-ipxe.conf')))
         with open(MENU) as a, open(os.path.join(www, 'menu.ipxe')) as b:
             self.assertEqual(a.read(), b.read())
+        # Readable by Apache's user, whoever that is.
+        self.assertEqual(0o644, os.stat(os.path.join(www, 'menu.ipxe'))
+                         .st_mode & 0o777)
+        for d in (www, os.path.dirname(www)):
+            self.assertEqual(0o755, os.stat(d).st_mode & 0o777)
         names = [c[0] for c in self.calls()]
         self.assertLess(names.index('enable_apache_site'),
                         names.index('restart_apache_server'))
