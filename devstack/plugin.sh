@@ -14,7 +14,6 @@ set -o xtrace
 
 # The Apache site (a file in Apache's configuration) that serves the menu.
 NOVA_IPXE_APACHE_SITE=nova-ipxe
-NOVA_IPXE_DATA_DIR=${NOVA_IPXE_DATA_DIR:-$DATA_DIR/nova-ipxe}
 # The [ipxe] options the plugin may write (each from NOVA_IPXE_<OPTION>).
 NOVA_IPXE_OPTIONS="boot_menu_url on_chain_failure on_build_failure uefi
     menu_network allow_menu_url_override dhcp_subnets"

@@ -25,6 +25,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -436,6 +437,26 @@ class TestFiles(base.TestCase):
             ['shellcheck', '--shell=bash', '--external-sources'] + files,
             cwd=base.REPO, capture_output=True, text=True)
         self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
+
+    def test_every_setting_documented(self):
+        with open(PLUGIN_FILES[1]) as f:
+            settings = set(re.findall(r'^(NOVA_IPXE_\w+)=', f.read(), re.M))
+        with open(os.path.join(base.REPO, 'devstack', 'README.rst')) as f:
+            readme = set(re.findall(r'``(NOVA_IPXE_\w+)``', f.read()))
+        # NOVA_IPXE_DIR is enable_plugin's clone, not a choice.
+        self.assertEqual(settings - {'NOVA_IPXE_DIR'}, readme)
+        # Every [ipxe] option the plugin writes has its setting.
+        with open(PLUGIN_FILES[0]) as f:
+            options = re.search(r'NOVA_IPXE_OPTIONS="([^"]*)"',
+                                f.read()).group(1).split()
+        self.assertEqual(
+            {'NOVA_IPXE_' + o.upper() for o in options},
+            {v for v in settings if v[len('NOVA_IPXE_'):].lower()
+             in options})
+        # ...and is a real [ipxe] option.
+        [(group, opts)] = [g for g in ipxe_conf.list_opts()
+                           if getattr(g[0], 'name', g[0]) == 'ipxe']
+        self.assertLessEqual(set(options), {o.name for o in opts})
 
     def test_demo_menu_targets(self):
         with open(MENU) as f:

@@ -31,6 +31,10 @@ from tests import base
 
 # DESIGN 7b: SQLAlchemy 2.1 breaks Nova 34.
 NOVA_PINS = ['nova>=34.0.0,<35', 'SQLAlchemy<2.1']
+# What importing Nova's fake libvirt (nova.tests.fixtures) needs beyond
+# Nova itself.
+FAKE_LIBVIRT_REQS = ['fixtures', 'testtools', 'testscenarios',
+                     'wsgi-intercept']
 LIBVIRT_DRIVER = os.path.join(base.REPO, 'nova_ipxe', 'virt', 'libvirt.py')
 
 # Run inside the fresh venv: load a driver as nova-compute does
@@ -143,7 +147,7 @@ class TestWheel(base.TestCase):
         # install's CPU time, and nothing here needs the .pyc files.
         pip = [python, '-m', 'pip', 'install', '-q', '--no-compile',
                '--disable-pip-version-check']
-        self.run_ok(pip + NOVA_PINS)
+        self.run_ok(pip + NOVA_PINS + FAKE_LIBVIRT_REQS)
         site = self.probe(python, 'import json, sysconfig; print(json.dumps('
                                   'sysconfig.get_paths()["purelib"]))')
         nova_dir = os.path.join(site, 'nova')
