@@ -50,8 +50,9 @@ function install_nova_ipxe {
     fi
     setup_develop "$NOVA_IPXE_DIR"
     local virt_dir
-    virt_dir=$(nova_ipxe_nova_virt_dir)
-    [[ -n "$virt_dir" ]] || die $LINENO "nova-ipxe: cannot import nova.virt with $PYTHON"
+    if ! virt_dir=$(nova_ipxe_nova_virt_dir) || [[ -z "$virt_dir" ]]; then
+        die $LINENO "nova-ipxe: cannot import nova.virt with $PYTHON"
+    fi
     if [[ -e "$virt_dir/ipxe" && ! -L "$virt_dir/ipxe" ]]; then
         die $LINENO "nova-ipxe: $virt_dir/ipxe exists and is not our link; remove it first"
     fi

@@ -217,6 +217,15 @@ class TestStack(PluginTestCase):
         self.assertIn('is not our link', proc.stderr)
         self.assertFalse(os.path.islink(os.path.join(self.nova_virt, 'ipxe')))
 
+    def test_no_nova(self):
+        proc = self.run_phase('stack', check=False,
+                              PYTHONPATH=os.path.join(self.tmp, 'empty'))
+        self.assertEqual(1, proc.returncode)
+        self.assertIn('cannot import nova.virt with %s' % sys.executable,
+                      proc.stderr)
+        with open(self.nova_conf) as f:
+            self.assertEqual(NOVA_CONF, f.read())
+
     def test_image_uploaded(self):
         self.run_phase('stack')
         [img] = self.cloud()['images']
