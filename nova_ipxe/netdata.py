@@ -163,41 +163,61 @@ def read_json(stream, source='network_data', limit=MAX_BYTES):
         _fail(source, 'not JSON: %s' % e)
 
 
-def check_shape(data, field='network_data'):
+_KEY_RE = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+
+def _path(entry):
+    """The field name (``networks[0].routes``) of a check_shape entry."""
+    parts = []
+    while entry[2] is not None:
+        key = entry[3]
+        if isinstance(key, int):
+            parts.append('[%d]' % key)
+        else:
+            parts.append('.' + (key if _KEY_RE.fullmatch(key)
+                                else '[%s]' % _show(key)))
+        entry = entry[2]
+    return ''.join(reversed(parts)).lstrip('.') or 'network_data'
+
+
+def check_shape(data):
     """Bound the whole structure in one iterative walk, before use.
 
     Network data from Nova arrives as a dict, not as text, so the same
-    bounds apply here whatever read it.
+    bounds apply here whatever read it.  Each entry is (value, depth,
+    parent entry, key): the field name is only built for an error.
     """
-    stack = [(data, 1)]
+    stack = [(data, 1, None, None)]
     nodes = 0
     while stack:
-        value, depth = stack.pop()
+        entry = stack.pop()
+        value, depth = entry[0], entry[1]
         nodes += 1
-        if nodes > MAX_NODES:
-            _fail(field, 'more than %d values' % MAX_NODES)
         if depth > MAX_DEPTH:
-            _fail(field, 'nested deeper than %d' % MAX_DEPTH)
+            _fail(_path(entry), 'nested deeper than %d' % MAX_DEPTH)
         if isinstance(value, (dict, list, tuple)) and (
                 nodes + len(stack) + len(value) > MAX_NODES):
-            _fail(field, 'more than %d values' % MAX_NODES)
+            _fail(_path(entry), 'more than %d values in the network data'
+                  % MAX_NODES)
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    _fail(field, 'an object key is a %s, not a string'
-                          % type(key).__name__)
+                    _fail(_path(entry), 'an object key is a %s, not a '
+                          'string' % type(key).__name__)
                 if len(key) > MAX_STRING:
-                    _fail(field, 'a key is longer than %d characters: %s'
-                          % (MAX_STRING, _show(key)))
-                stack.append((item, depth + 1))
+                    _fail(_path(entry), 'a key is longer than %d '
+                          'characters: %s' % (MAX_STRING, _show(key)))
+                stack.append((item, depth + 1, entry, key))
         elif isinstance(value, (list, tuple)):
-            stack.extend((item, depth + 1) for item in value)
+            stack.extend((item, depth + 1, entry, i)
+                         for i, item in enumerate(value))
         elif isinstance(value, str):
             if len(value) > MAX_STRING:
-                _fail(field, 'a string is longer than %d characters: %s'
+                _fail(_path(entry), 'longer than %d characters: %s'
                       % (MAX_STRING, _show(value)))
         elif not (value is None or isinstance(value, (bool, int, float))):
-            _fail(field, 'a %s is not a JSON value' % type(value).__name__)
+            _fail(_path(entry), 'a %s is not a JSON value'
+                  % type(value).__name__)
 
 
 def _list(value, field, limit):
