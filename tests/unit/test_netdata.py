@@ -10,14 +10,24 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import collections
+import copy
 import io
 import ipaddress
+import json
+import sys
 
 import fixtures
+import hypothesis
+from hypothesis import strategies as st
+from testtools import content
 
+from nova_ipxe import builder
 from nova_ipxe import exception
 from nova_ipxe import netdata
+from nova_ipxe import script
 from tests import base
+from tests.unit import ipxe_syntax
 
 NET_A = '3f2a6c1e-0b7d-4c8e-9f1a-2b3c4d5e6f70'
 NET_B = '9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b'
@@ -452,3 +462,142 @@ class CanonicalTestCase(base.TestCase):
         for line in logger.output.splitlines():
             self.assertFalse(line.startswith('nova-ipxe'), line)
         self.assertNotIn('\u2028', logger.output)
+
+
+def _paths(value, prefix=()):
+    """Every path into ``value`` (the root included)."""
+    yield prefix
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        yield from _paths(item, prefix + (key,))
+
+
+def _nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEMO_PATHS = list(_paths(base.demo_network_data()))[1:]
+fuzz_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(),
+    st.integers(min_value=10 ** 30), st.text(max_size=30),
+    st.text(alphabet='0123456789abcdef:.%/\u00b2\u0663 \n\u212a',
+            max_size=40),
+    st.sampled_from(['2001:db8::1%eth0', '::ffff:192.0.2.1', '255.255.0.0',
+                     '24', '64', '\u00b2', 'fa:16:3e:00:00:01', 'vlan', 'phy',
+                     'ipv4_dhcp', 'ipv6_slaac', '0.0.0.0', '::', 'dns',
+                     '198.51.100.9', '2001:db8:1::9', 'FA:16:3E:AB:CD:EF']),
+    st.recursive(st.none() | st.integers() | st.text(max_size=5),
+                 lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                     st.text(max_size=5), c, max_size=3), max_leaves=10),
+    st.integers(10, 400).map(_nested))  # json.dumps itself recurses
+mutations = st.lists(st.tuples(
+    st.sampled_from(DEMO_PATHS), st.sampled_from(['set', 'delete', 'copy']),
+    fuzz_values), max_size=3)
+# Three cases in ten get one corrupted byte (so most reach the parser).
+byte_edits = st.integers(0, 9).flatmap(lambda n: st.none() if n < 7 else (
+    st.tuples(st.integers(0, 1500), st.sampled_from(['truncate', 'insert']),
+              st.sampled_from(list('[]{}",:\\\n\x00')
+                              + ['\ufeff', '\udc80', '\xff']))))
+
+
+def _mutate(data, path, op, value):
+    parent = data
+    for key in path[:-1]:
+        try:
+            parent = parent[key]
+        except (KeyError, IndexError, TypeError):
+            return  # an earlier mutation moved it
+    key = path[-1]
+    if not (isinstance(parent, dict) and key in parent
+            or isinstance(parent, list) and isinstance(key, int)
+            and key < len(parent)):
+        return  # an earlier mutation moved it
+    if op == 'set':
+        parent[key] = value
+    elif op == 'delete':
+        del parent[key]
+    elif isinstance(parent, list):
+        parent.append(copy.deepcopy(parent[key]))
+    else:
+        parent[key + '_copy'] = copy.deepcopy(parent[key])
+
+
+class ParserFuzzTestCase(base.TestCase):
+    """Issue 7: the network-data parser under structured fuzzing.
+
+    The demo data is mutated (values replaced by hostile JSON, keys
+    deleted, entries copied), serialised, optionally corrupted as bytes,
+    then taken through every stage.  Each stage ends in a typed one-line
+    error or a bounded success; the counts of how far cases got are
+    attached and printed, and every stage must be reached.
+    """
+
+    STAGES = ('read refused', 'read', 'parse refused', 'parsed',
+              'NIC selection refused', 'NIC configs built',
+              'render refused', 'rendered')
+
+    def refused(self, stage, error):
+        self.counts[stage] += 1
+        for message in (str(error), error.safe_message):
+            self.assertNotIn('\n', message)
+            self.assertLessEqual(len(message), exception.MAX_MESSAGE)
+
+    @hypothesis.given(mutations=mutations, edit=byte_edits,
+                      ascii_only=st.booleans())
+    @hypothesis.settings(max_examples=300, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    def _fuzz(self, mutations, edit, ascii_only):
+        data = self.network_data()
+        for path, op, value in mutations:
+            _mutate(data, path, op, value)
+        blob = json.dumps(data, ensure_ascii=ascii_only).encode(
+            'utf-8', 'surrogatepass')
+        if edit:
+            pos, op, char = edit
+            char = char.encode('utf-8', 'surrogatepass')
+            blob = blob[:pos] if op == 'truncate' else (
+                blob[:pos] + char + blob[pos:])
+        try:
+            data = netdata.read_json(io.BytesIO(blob), 'fuzz')
+        except exception.InvalidNetworkData as e:
+            return self.refused('read refused', e)
+        self.counts['read'] += 1
+        try:
+            config = netdata.parse(data)
+        except exception.InvalidNetworkData as e:
+            return self.refused('parse refused', e)
+        self.counts['parsed'] += 1
+        try:
+            netdata.select_menu_nic(config)
+        except exception.NovaIpxeError as e:
+            return self.refused('NIC selection refused', e)
+        self.counts['NIC configs built'] += 1
+        try:
+            text = builder.render_script(builder.Instance(
+                network_data=data), self.conf).text
+        except exception.NovaIpxeError as e:
+            return self.refused('render refused', e)
+        self.counts['rendered'] += 1
+        self.assertTrue(text.startswith('#!ipxe\n'))
+        self.assertTrue(text.isascii())
+        self.assertLessEqual(len(text), script.MAX_SCRIPT_BYTES)
+        self.assertFalse([c for c in text if ord(c) < 0x20 and c != '\n'])
+        self.assertEqual(1, len(ipxe_syntax.command_lines(text, 'chain')))
+
+    def test_fuzz_network_data(self):
+        self.counts = collections.Counter()
+        self._fuzz()
+        summary = 'network-data fuzz: ' + ', '.join(
+            '%s %d' % (stage, self.counts[stage]) for stage in self.STAGES)
+        self.addDetail('fuzz-counts', content.text_content(summary))
+        sys.stderr.write(summary + '\n')
+        total = self.counts['read refused'] + self.counts['read']
+        for stage in ('read refused', 'parse refused', 'parsed',
+                      'NIC configs built', 'rendered'):
+            self.assertGreater(self.counts[stage], 0, summary)
+        self.assertGreaterEqual(self.counts['rendered'] / total, 0.2,
+                                summary)
