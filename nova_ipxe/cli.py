@@ -285,11 +285,24 @@ def cmd_render_script(args, conf):
     sys.stdout.write(builder.render_script(_instance(args), conf).text)
 
 
+def _printable(value):
+    """Names from inside an ISO are the tenant's: no escape sequences."""
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, str):
+        return exception.one_line(value, limit=4096)
+    return value
+
+
 def cmd_inspect(args, conf):
     info = builder.load_base(args.iso, conf).describe()
     if args.json:
+        # json.dumps escapes control characters and non-ASCII itself.
         print(json.dumps(info, indent=2, sort_keys=True))
         return
+    info = _printable(info)
     print('ISO:       %s (%d bytes, volume %s)'
           % (info['source'], info['size'], info['volume_id']))
     print('Names:     Rock Ridge %s, Joliet %s, isohybrid %s' % tuple(

@@ -308,3 +308,23 @@ class HostileCliTestCase(CliTestCase):
             self.assertEqual(['vm.iso'], os.listdir(out_dir))
             with open(output) as f:
                 self.assertEqual('the previous ISO', f.read())
+
+    def test_inspect_escapes_names_from_the_iso(self):
+        isolinux, ldlinux, files = isofactory.bookworm_parts()
+        evil = isofactory.write_iso(os.path.join(self.tmp, 'evil.iso'), {
+            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
+            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
+            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
+                b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /ipxe.krn\n',
+            ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
+            ('/EVIL.TXT;1', '/e\x1b[2J\nforged'): b'x'},
+            bios='/ISOLINUX.BIN;1')
+        result = self.run_cli('inspect', evil)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertNotIn('\x1b', result.stdout)
+        self.assertIn('/e\\x1b[2J\\x0aforged', result.stdout)
+        self.assertFalse([line for line in result.stdout.splitlines()
+                          if line.startswith('forged')])
+        result = self.run_cli('inspect', evil, '--json')
+        self.assertNotIn('\x1b', result.stdout)
+        self.assertIn('/e\x1b[2J\nforged', json.loads(result.stdout)['files'])
