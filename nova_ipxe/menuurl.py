@@ -51,6 +51,12 @@ def _split(url, schemes, error=exception.InvalidMenuUrl):
         parts.port  # parsed lazily; raises for a bad port or IPv6 host
     except ValueError as e:
         raise error(url=url, reason=str(e))
+    if parts.username is not None or parts.password is not None:
+        # The tenant can read the URL in the ISO; never hand it a secret
+        # (checked first: no other message repeats the URL with it).
+        raise error(url=_without_credentials(parts),
+                    reason='credentials in the URL are not allowed (the '
+                           'instance can read the URL)')
     if parts.scheme.lower() not in schemes:
         raise error(url=url, reason='scheme must be one of %s'
                     % ', '.join(schemes))
@@ -58,11 +64,6 @@ def _split(url, schemes, error=exception.InvalidMenuUrl):
         raise error(url=url, reason='no host')
     if '#' in url:
         raise error(url=url, reason='fragments (#) are not allowed')
-    if parts.username is not None or parts.password is not None:
-        # The tenant can read the URL in the ISO; never hand it a secret.
-        raise error(url=_without_credentials(parts),
-                    reason='credentials in the URL are not allowed (the '
-                           'instance can read the URL)')
     return parts
 
 
