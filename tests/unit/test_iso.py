@@ -301,11 +301,10 @@ class BadIsoTestCase(base.TestCase):
 class BootInfoChecksumTestCase(base.TestCase):
 
     def test_fast_checksum_matches_pycdlib(self):
-        # nova_ipxe.iso replaces pycdlib's per-word Python loop; the sum
-        # must stay identical, padding of a partial sector included.
-        original = pycdlib.pycdlib.PyCdlib.__dict__.get(
-            '_calculate_eltorito_boot_info_table_csum')
-        self.assertIs(iso._boot_info_table_csum, original)
+        # Our builds' pycdlib replaces pycdlib's per-word Python loop; the
+        # sum must stay identical, padding of a partial sector included.
+        self.assertIs(iso._boot_info_table_csum, iso._BuildCdlib.__dict__[
+            '_calculate_eltorito_boot_info_table_csum'])
         isolinux, _, _ = isofactory.bookworm_parts()
 
         class Fake:
@@ -323,21 +322,38 @@ class BootInfoChecksumTestCase(base.TestCase):
             self.assertEqual(slow(data, length), iso._boot_info_table_csum(
                 Fake(), io.BytesIO(data), length))
 
-
-class IsolinuxCfgTestCase(base.TestCase):
-
-    def test_forms(self):
-        for text, kernel in [
-                ('DEFAULT ipxe.lkrn\nLABEL ipxe.lkrn\n KERNEL ipxe.krn\n',
-                 'ipxe.krn'),
-                ('default a\nlabel b\n kernel b.krn\nlabel a\n linux a.krn'
-                 ' quiet\n', 'a.krn'),
-                ('DEFAULT ipxe.lkrn initrd=x\n', 'ipxe.lkrn'),
-                ('KERNEL /boot/ipxe.lkrn\n', '/boot/ipxe.lkrn'),
-                ('UI menu.c32\nLABEL x\n KERNEL x.krn\nLABEL y\n MENU '
-                 'DEFAULT\n KERNEL y.krn\n', 'y.krn'),
-                ('# nothing\n', None)]:
-            self.assertEqual(kernel, iso.parse_isolinux_cfg(text), text)
+    def test_plain_pycdlib_untouched(self):
+        # A build happens first: nothing it does may change pycdlib for
+        # the other users of the process (nova-compute).
+        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        method = pycdlib.PyCdlib.__dict__[
+            '_calculate_eltorito_boot_info_table_csum']
+        self.assertEqual('pycdlib.pycdlib', method.__module__)
+        self.assertIsNot(iso._boot_info_table_csum, method)
+        self.assertNotIn('_calculate_eltorito_boot_info_table_csum',
+                         vars(pycdlib.pycdlib.PyCdlib).get('__slots__', ()))
+        # And a plain pycdlib writes the same boot info table as ours.
+        isolinux, _, _ = isofactory.bookworm_parts()
+        images = []
+        for cls in (pycdlib.PyCdlib, iso._BuildCdlib):
+            new = cls()
+            new.new(interchange_level=3)
+            new.add_fp(io.BytesIO(isolinux), len(isolinux), '/ISOLINUX.BIN;1')
+            new.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
+                             boot_load_size=4, boot_info_table=True)
+            out = io.BytesIO()
+            new.write_fp(out)
+            new.close()
+            out.seek(0)
+            new = pycdlib.PyCdlib()
+            new.open_fp(out)
+            boot = io.BytesIO()
+            new.get_file_from_iso_fp(boot, iso_path='/ISOLINUX.BIN;1')
+            new.close()
+            images.append(boot.getvalue())
+        # The boot info table (bytes 8 to 64) carries the checksum.
+        self.assertNotEqual(isolinux[8:64], images[0][8:64])
+        self.assertEqual(images[0], images[1])
 
 
 class MutatedIsoTestCase(base.TestCase):
