@@ -212,8 +212,9 @@ class _BoundedWriter(io.RawIOBase):
 
     mode = 'wb'
 
-    def __init__(self, fp, limit):
+    def __init__(self, fp, limit, source):
         super().__init__()
+        self._source = source
         self._fp = fp
         self._limit = limit
         self.size = 0
@@ -228,8 +229,8 @@ class _BoundedWriter(io.RawIOBase):
         end = self._fp.tell() + len(data)
         if end > self._limit:
             raise exception.InvalidIso(
-                source='the rebuilt ISO', reason='it would be larger than '
-                'its source plus the script (%d bytes)' % self._limit)
+                source=self._source, reason='its rebuild would be larger '
+                'than the source plus the script (%d bytes)' % self._limit)
         self.size = max(self.size, end)
         return self._fp.write(data)
 
@@ -461,22 +462,24 @@ class BaseIso:
         except OSError as e:
             raise exception.InvalidIso(source=name, reason='cannot read it: '
                                        '%s' % e.strerror)
-        with os.fdopen(fd, 'rb', buffering=0) as f:
-            try:
-                mode = os.fstat(fd).st_mode
-                if not stat.S_ISREG(mode):
-                    raise exception.InvalidIso(
-                        source=name, reason='it is not a regular file')
-                size = os.fstat(fd).st_size
-                if max_size is not None and size > max_size:
-                    raise exception.IsoTooLarge(source=name, size=size,
-                                                limit=max_size)
-                data = _read_at_most(f, None if max_size is None
-                                     else max_size + 1)
-            except OSError as e:
-                raise exception.InvalidIso(source=name, reason='cannot read '
-                                           'it: %s' % e.strerror)
+        try:
+            info = os.fstat(fd)
+            # A FIFO or a device has no size to check and may never end.
+            if not stat.S_ISREG(info.st_mode):
+                raise exception.InvalidIso(
+                    source=name, reason='it is not a regular file')
+            if max_size is not None and info.st_size > max_size:
+                raise exception.IsoTooLarge(source=name, size=info.st_size,
+                                            limit=max_size)
+            data = _read_at_most(fd, None if max_size is None
+                                 else max_size + 1)
+        except OSError as e:
+            raise exception.InvalidIso(source=name, reason='cannot read it: '
+                                       '%s' % e.strerror)
+        finally:
+            os.close(fd)
         if max_size is not None and len(data) > max_size:
+            # It grew after the size check.
             raise exception.IsoTooLarge(source=name, size='more than %d'
                                         % max_size, limit=max_size)
         return cls(data, source=name, max_size=max_size)
@@ -709,7 +712,8 @@ class BaseIso:
         return names
 
     def _write(self, new, fp, script):
-        bounded = _BoundedWriter(fp, self.output_limit(script))
+        bounded = _BoundedWriter(fp, self.output_limit(script),
+                                 self.source)
         new.write_fp(bounded)
         return bounded.size
 
@@ -752,13 +756,13 @@ class BaseIso:
         return out.getvalue(), result
 
 
-def _read_at_most(f, limit):
-    """Up to ``limit`` bytes of ``f`` (all if None), in bounded chunks."""
+def _read_at_most(fd, limit):
+    """Up to ``limit`` bytes of ``fd`` (all if None), in bounded chunks."""
     chunks = []
     have = 0
     while limit is None or have < limit:
         want = 1 << 20 if limit is None else min(1 << 20, limit - have)
-        chunk = f.read(want)
+        chunk = os.read(fd, want)
         if not chunk:
             break
         chunks.append(chunk)

@@ -13,8 +13,10 @@
 """ISO reading and rebuilding on real iPXE ISOs (no QEMU here: the
 functional tests boot what these tests build)."""
 
+import dataclasses
 import io
 import os
+import posixpath
 import subprocess
 
 import fixtures
@@ -384,3 +386,251 @@ class MutatedIsoTestCase(base.TestCase):
             with open(base.BOOKWORM_ISO, 'rb') as f:
                 type(self)._source = f.read()
         return self._source
+
+
+def _boot_iso(extra=None, rock_ridge=True, efi=None, interchange_level=3):
+    """Bytes of a bookworm-based iPXE ISO; ``extra(pycdlib)`` adds more."""
+    isolinux, ldlinux, files = isofactory.bookworm_parts()
+    new = pycdlib.PyCdlib()
+    new.new(interchange_level=interchange_level,
+            rock_ridge='1.09' if rock_ridge else None,
+            joliet=3 if rock_ridge else None)
+
+    def add(path, name, data):
+        kw = {'rr_name': name, 'joliet_path': '/' + name} if rock_ridge else {}
+        new.add_fp(io.BytesIO(data), len(data), path, **kw)
+    add('/ISOLINUX.BIN;1', 'isolinux.bin', isolinux)
+    add('/LDLINUX.C32;1', 'ldlinux.c32', ldlinux)
+    add('/ISOLINUX.CFG;1', 'isolinux.cfg', files['/isolinux.cfg'])
+    add('/IPXE.KRN;1', 'ipxe.krn', files['/ipxe.krn'])
+    if efi is not None:
+        add('/EFI.IMG;1', 'efi.img', efi)
+    if extra:
+        extra(new)
+    new.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
+                     boot_load_size=4, boot_info_table=True)
+    if efi is not None:
+        # 0: pycdlib (like El Torito) cannot count past 65535 sectors.
+        new.add_eltorito('/EFI.IMG;1', bootcatfile='/BOOT.CAT;1', efi=True,
+                         boot_load_size=min(65535, -(-len(efi) // 512))
+                         if len(efi) <= iso.MAX_EFI_IMAGE else 0)
+    out = io.BytesIO()
+    new.write_fp(out)
+    new.close()
+    return out.getvalue()
+
+
+def _record_offsets(data, name):
+    """Offsets of the ISO 9660 directory records named ``name``."""
+    needle = bytes([len(name)]) + name
+    at, found = 0, []
+    while True:
+        at = data.find(needle, at)
+        if at < 0:
+            return found
+        found.append(at - 32)
+        at += 1
+
+
+class HostileIsoTestCase(base.TestCase):
+    """Issue 7: what a tenant's ISO must not do to the compute host."""
+
+    def assertInvalid(self, data, text, exc=exception.InvalidIso):
+        e = self.assertRaises(exc, iso.BaseIso, data, 'hostile.iso')
+        self.assertIn(text, str(e))
+        self.assertEqual(exception.TENANT, e.category)
+        self.assertNotIn('\n', str(e))
+        return e
+
+    def test_hard_links_written_once(self):
+        def links(new):
+            for i in range(100):
+                new.add_hard_link(iso_old_path='/IPXE.KRN;1',
+                                  iso_new_path='/L%d.;1' % i,
+                                  rr_name='l%d' % i)
+        data = _boot_iso(links)
+        base_iso = iso.BaseIso(data, 'links.iso')
+        self.assertEqual(105, len(base_iso.files))
+        out, _ = base_iso.build_bytes(SCRIPT)
+        # 100 names of a 300 KB kernel, and the output is no larger than
+        # the source plus one script (and a few sectors of records).
+        self.assertLess(len(out), len(data) + len(SCRIPT) + 64 * 2048)
+        rebuilt = iso.BaseIso(out, 'out.iso')
+        kernel = rebuilt.lookup('/ipxe.krn')
+        self.assertEqual({kernel.extent}, {
+            f.extent for f in rebuilt.files if f.path[2:].isdigit()})
+
+    def test_overlapping_extents_refused(self):
+        def two(new):
+            new.add_fp(io.BytesIO(b'a' * 5000), 5000, '/A.;1', rr_name='a')
+            new.add_fp(io.BytesIO(b'b' * 5000), 5000, '/B.;1', rr_name='b')
+        data = bytearray(_boot_iso(two))
+        a, = _record_offsets(data, b'A.;1')
+        b, = _record_offsets(data, b'B.;1')
+        extent = int.from_bytes(data[a + 2:a + 6], 'little')
+        # B starts one sector into A, with A's length: a partial overlap.
+        data[b + 2:b + 10] = (extent + 1).to_bytes(4, 'little') + (
+            extent + 1).to_bytes(4, 'big')
+        self.assertInvalid(bytes(data), 'overlap')
+
+    def test_extent_beyond_volume(self):
+        data = bytearray(_boot_iso())
+        r = _record_offsets(data, b'LDLINUX.C32;1')[0]
+        data[r + 2:r + 10] = (0xFFFFF0).to_bytes(4, 'little') + (
+            0xFFFFF0).to_bytes(4, 'big')
+        self.assertInvalid(bytes(data), 'outside the volume')
+
+    def test_too_many_entries(self):
+        def many(new):
+            for i in range(iso.MAX_ENTRIES):
+                new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
+                           rr_name='f%d' % i)
+        self.assertInvalid(_boot_iso(many), 'more than %d files'
+                           % iso.MAX_ENTRIES)
+
+    def test_entries_at_the_limit_build(self):
+        def many(new):
+            for i in range(iso.MAX_ENTRIES - 10):
+                new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
+                           rr_name='f%d' % i, joliet_path='/f%d' % i)
+        out, result = iso.BaseIso(_boot_iso(many), 'x').build_bytes(SCRIPT)
+        self.assertTrue(result.bios)
+
+    def test_too_deep(self):
+        def deep(new):
+            path = ''
+            for i in range(iso.MAX_DEPTH + 1):
+                path += '/D%d' % i
+                new.add_directory(path)
+        data = _boot_iso(deep, rock_ridge=False, interchange_level=4)
+        self.assertInvalid(data, 'deeper than %d' % iso.MAX_DEPTH)
+
+    def test_directory_loop(self):
+        def sub(new):
+            new.add_directory('/SUB', rr_name='sub', joliet_path='/sub')
+        data = bytearray(_boot_iso(sub))
+        r = _record_offsets(data, b'SUB')[0]
+        root = data[16 * 2048 + 156 + 2:16 * 2048 + 156 + 10]
+        data[r + 2:r + 10] = root   # /SUB is the root again
+        self.assertInvalid(bytes(data), 'appears twice')
+
+    def test_not_a_regular_file(self):
+        fifo = os.path.join(self.tmp, 'fifo')
+        os.mkfifo(fifo)
+        for path in (fifo, '/dev/zero', self.tmp):
+            e = self.assertRaises(exception.InvalidIso, iso.BaseIso.from_path,
+                                  path, max_size=64 * 2 ** 20)
+            self.assertIn('not a regular file', str(e))
+
+    def test_reads_at_most_max_size(self):
+        calls = []
+        real = iso._read_at_most
+
+        def spy(f, limit):
+            calls.append(limit)
+            return real(f, limit)
+        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso._read_at_most',
+                                             spy))
+        limit = os.path.getsize(base.BOOKWORM_ISO) + 10
+        iso.BaseIso.from_path(base.BOOKWORM_ISO, max_size=limit)
+        self.assertEqual([limit + 1], calls)
+        # A file that grows after the size check is cut at max_size + 1.
+        path = os.path.join(self.tmp, 'big')
+        with open(path, 'wb') as f:
+            f.write(b'\0' * 3000)
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        self.assertEqual(1001, len(real(fd, 1001)))
+
+    def test_describe_escapes_names(self):
+        def names(new):
+            new.add_fp(io.BytesIO(b'x'), 1, '/ESC.;1',
+                       rr_name='\x1b[2J\x1b]0;owned\x07', joliet_path='/esc')
+            new.add_fp(io.BytesIO(b'y'), 1, '/BIDI.;1',
+                       rr_name='evil\u202etxt.exe', joliet_path='/bidi')
+        info = iso.BaseIso(_boot_iso(names), 'x').describe()
+        shown = ' '.join(info['files'])
+        self.assertIn('\\x1b[2J', shown)
+        self.assertIn('evil\\u202etxt.exe', shown)
+        self.assertTrue(shown.isprintable())
+
+    def test_script_name_cannot_be_shadowed(self):
+        def shadows(new):
+            # Same Rock Ridge name in another case, an ISO 9660 name with
+            # another version, and the Joliet name alone.
+            new.add_fp(io.BytesIO(b'#!ipxe\nstale1\n'), 14, '/OTHER.;1',
+                       rr_name='NIPXE.IPX', joliet_path='/other')
+            new.add_fp(io.BytesIO(b'#!ipxe\nstale2\n'), 14, '/NIPXE.IPX;2',
+                       rr_name='x2', joliet_path='/x2')
+            new.add_fp(io.BytesIO(b'#!ipxe\nstale3\n'), 14, '/J.;1',
+                       rr_name='j', joliet_path='/nipxe.ipx')
+        out, _ = iso.BaseIso(_boot_iso(shadows), 'x').build_bytes(SCRIPT)
+        new = pycdlib.PyCdlib()
+        new.open_fp(io.BytesIO(out))
+        try:
+            for kind, key in (('iso_path', 'iso_path'),
+                              ('rr_path', 'rr_path'),
+                              ('joliet_path', 'joliet_path')):
+                names = [posixpath.join(d, n) for d, _, fs in
+                         new.walk(**{key: '/'}) for n in fs]
+                hits = [n for n in names if 'nipxe' in n.lower()]
+                self.assertEqual(1, len(hits), (kind, names))
+                buf = io.BytesIO()
+                new.get_file_from_iso_fp(buf, **{key: hits[0]})
+                self.assertEqual(SCRIPT, buf.getvalue())
+        finally:
+            new.close()
+
+    def test_directory_named_like_the_script(self):
+        def sub(new):
+            new.add_directory('/NIPXE', rr_name='nipxe.ipx',
+                              joliet_path='/nipxe.ipx')
+        self.assertInvalid(_boot_iso(sub), 'the name of the script')
+
+    def test_efi_image_over_32_mib(self):
+        loader = isofactory.trixie_file('ipxe.efi')
+        img = isofactory.fat_image(os.path.join(self.tmp, 'big.img'), {
+            '/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=34000, fat_bits=32)
+        with open(img, 'rb') as f:
+            efi = f.read()
+        self.assertGreater(len(efi), iso.MAX_EFI_IMAGE)
+        base_iso = iso.BaseIso(_boot_iso(efi=efi), 'big-efi.iso')
+        self.assertIn('an El Torito entry can describe',
+                      base_iso.describe()['uefi']['reason'])
+        e = self.assertRaises(exception.UefiUnsupported,
+                              base_iso.build_bytes, SCRIPT, uefi='require')
+        self.assertIn('El Torito', str(e))
+        out, result = base_iso.build_bytes(SCRIPT)
+        self.assertEqual((True, False), (result.bios, result.uefi))
+        self.assertLess(len(out), 2 * 2 ** 20)  # the EFI image is dropped
+
+    def test_output_bounded_while_writing(self):
+        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
+        out = os.path.join(self.tmp, 'out.iso')
+        self.assertRaises(exception.InvalidIso, base_iso.build, SCRIPT, out)
+        self.assertEqual([], os.listdir(self.tmp))
+
+
+class ImmutableBaseTestCase(base.TestCase):
+
+    def test_layout_is_frozen(self):
+        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        self.assertRaises(AttributeError, setattr, base_iso, 'efi', None)
+        self.assertRaises(AttributeError, setattr, base_iso, 'new', 1)
+        self.assertRaises(AttributeError, delattr, base_iso, 'layout')
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr,
+                          base_iso.layout, 'bios', None)
+        self.assertIsInstance(base_iso.files, tuple)
+        self.assertIsInstance(base_iso.dirs, tuple)
+        self.assertRaises(TypeError, base_iso.data.__setitem__, 0, 0)
+
+    def test_uefi_warning_once_per_base(self):
+        logger = self.useFixture(fixtures.FakeLogger())
+        first = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        for _ in range(3):
+            first.build_bytes(SCRIPT)
+        self.assertEqual(1, logger.output.count('dropping the UEFI boot'))
+        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        self.assertEqual(2, logger.output.count('dropping the UEFI boot'))
