@@ -70,6 +70,9 @@ MAX_PATH_TABLE = 64 * 1024
 MAX_DESCRIPTORS = 16        # volume descriptors before the terminator
 MAX_NAME = 255
 MAX_PATH = 1024
+MAX_CATALOG = 4 * SECTOR    # El Torito entries: a few in a real ISO
+MAX_SUSP_AREA = 8 * SECTOR  # one Rock Ridge continuation area
+MAX_SUSP_BYTES = 256 * 1024  # all continuation areas of one tree
 # Metadata a rebuild may add over the source's own (directory records,
 # boot catalog, isohybrid padding to a whole MiB).
 OUTPUT_SLACK = 2 * 1024 * 1024
@@ -279,6 +282,8 @@ def check_structure(data, source):
         kind = vd[0]
         if kind == 255:
             break
+        if kind == 0 and bytes(vd[7:30]) == b'EL TORITO SPECIFICATION':
+            _check_catalog(data, _u32(vd, 71), min(volume, total), fail)
         if kind in (1, 2):
             if _u32(vd, 132) > MAX_PATH_TABLE:
                 fail('its path table is %d bytes, more than %d',
@@ -302,11 +307,66 @@ def check_structure(data, source):
         _check_tree(data, root, min(volume, total), fail)
 
 
+def _check_catalog(data, extent, volume, fail):
+    """The boot catalog ends (as pycdlib finds its end) within bounds.
+
+    pycdlib reads a catalog sector by sector until an empty entry or the
+    last entry of the final section: a catalog of a million entries would
+    be parsed whole.
+    """
+    start = extent * SECTOR
+    catalog = data[start:min(start + MAX_CATALOG, volume)]
+    at = 64     # the validation and initial entries
+    while at + 32 <= len(catalog):
+        slot = catalog[at:at + 32]
+        if not any(slot):
+            return
+        if slot[0] == 0x91:
+            if at + 32 + _u16(slot, 2) * 32 <= len(catalog):
+                return
+            break
+        at += 32
+    fail('its El Torito boot catalog does not end within %d bytes',
+         MAX_CATALOG)
+
+
+def _check_susp(data, area, volume, budget, fail):
+    """Bound the Rock Ridge continuation areas reachable from ``area``.
+
+    pycdlib reads every CE area it is pointed at (up to the whole image
+    each); ``budget`` is a one-item list of bytes still allowed.  Any
+    ``CE`` signature counts, wherever it sits, so no skip count or entry
+    length can hide one.
+    """
+    areas = [bytes(area)]
+    hops = 0
+    while areas:
+        area = areas.pop()
+        at = area.find(b'CE\x1c')
+        while 0 <= at <= len(area) - 28:
+            block, offset, length = (_u32(area, at + 4), _u32(area, at + 12),
+                                     _u32(area, at + 20))
+            if length > MAX_SUSP_AREA or offset > MAX_SUSP_AREA:
+                fail('a Rock Ridge continuation area is %d bytes, more than '
+                     '%d', length, MAX_SUSP_AREA)
+            begin = block * SECTOR + offset
+            if begin + length > volume:
+                fail('a Rock Ridge continuation area lies outside the volume')
+            budget[0] -= length
+            hops += 1
+            if budget[0] < 0 or hops > 64:
+                fail('its Rock Ridge continuation areas add up to more than '
+                     '%d bytes', MAX_SUSP_BYTES)
+            areas.append(bytes(data[begin:begin + length]))
+            at = area.find(b'CE\x1c', at + 1)
+
+
 def _check_tree(data, root, volume, fail):
     """Walk one directory tree (ISO 9660 or Joliet) within the bounds."""
     pending = [(_u32(root, 2), _u32(root, 10), 1)]
     seen = set()
     entries = 0
+    susp_budget = [MAX_SUSP_BYTES]
     while pending:
         extent, length, depth = pending.pop()
         if depth > MAX_DEPTH:
@@ -333,6 +393,8 @@ def _check_tree(data, root, volume, fail):
                      extent + pos // SECTOR)
             record = block[pos:pos + size]
             pos += size
+            _check_susp(data, record[33 + name_len:], volume, susp_budget,
+                        fail)
             name = bytes(record[33:33 + name_len])
             if name in (b'\0', b'\1'):
                 continue

@@ -514,6 +514,33 @@ class HostileIsoTestCase(base.TestCase):
         data[r + 2:r + 10] = root   # /SUB is the root again
         self.assertInvalid(bytes(data), 'appears twice')
 
+    def test_rock_ridge_continuation_bounded(self):
+        data = bytearray(_boot_iso())
+        r = _record_offsets(data, b'LDLINUX.C32;1')[0]
+        su = r + 33 + len(b'LDLINUX.C32;1') + 1
+
+        def ce(block, offset, length):
+            both = b''.join(v.to_bytes(4, 'little') + v.to_bytes(4, 'big')
+                            for v in (block, offset, length))
+            return b'CE\x1c\x01' + both
+        # One area as large as the image; then a chain that loops on itself.
+        huge = bytearray(data)
+        huge[su:su + 28] = ce(20, 0, len(data))
+        self.assertInvalid(bytes(huge), 'continuation area is')
+        loop = bytearray(data)
+        loop[su:su + 28] = ce(20, 0, 28)
+        loop[20 * 2048:20 * 2048 + 28] = ce(20, 0, 28)
+        self.assertInvalid(bytes(loop), 'continuation areas add up')
+
+    def test_endless_boot_catalog(self):
+        data = bytearray(_boot_iso())
+        catalog = int.from_bytes(data[17 * 2048 + 71:17 * 2048 + 75],
+                                 'little')
+        start = catalog * 2048 + 64
+        for at in range(start, start + iso.MAX_CATALOG, 32):
+            data[at:at + 32] = b'\x88' + b'\x01' * 31
+        self.assertInvalid(bytes(data), 'boot catalog does not end')
+
     def test_not_a_regular_file(self):
         fifo = os.path.join(self.tmp, 'fifo')
         os.mkfifo(fifo)
