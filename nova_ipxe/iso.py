@@ -73,6 +73,7 @@ MAX_PATH = 1024
 MAX_CATALOG = 4 * SECTOR    # El Torito entries: a few in a real ISO
 MAX_SUSP_AREA = 8 * SECTOR  # one Rock Ridge continuation area
 MAX_SUSP_BYTES = 256 * 1024  # all continuation areas of one tree
+MAX_GPT_ENTRIES = 256       # an isohybrid GPT has 128
 # Metadata a rebuild may add over the source's own (directory records,
 # boot catalog, isohybrid padding to a whole MiB).
 OUTPUT_SLACK = 2 * 1024 * 1024
@@ -305,6 +306,22 @@ def check_structure(data, source):
             break
     for root in trees:
         _check_tree(data, root, min(volume, total), fail)
+    _check_gpt(data, fail)
+
+
+def _check_gpt(data, fail):
+    """An isohybrid GPT's partition arrays are of a sane size.
+
+    pycdlib reads the backup array as large as its header says.
+    """
+    if bytes(data[512:520]) != b'EFI PART':
+        return
+    backup = int.from_bytes(data[512 + 32:512 + 40], 'little') * 512
+    for header in (512, backup):
+        if bytes(data[header:header + 8]) != b'EFI PART':
+            continue
+        if _u32(data, header + 80) > MAX_GPT_ENTRIES:
+            fail('its GPT claims %d partitions', _u32(data, header + 80))
 
 
 def _check_catalog(data, extent, volume, fail):
@@ -819,17 +836,19 @@ class BaseIso:
 
 
 def _read_at_most(fd, limit):
-    """Up to ``limit`` bytes of ``fd`` (all if None), in bounded chunks."""
-    chunks = []
-    have = 0
-    while limit is None or have < limit:
-        want = 1 << 20 if limit is None else min(1 << 20, limit - have)
+    """Up to ``limit`` bytes of ``fd`` (all if None), in bounded chunks.
+
+    Grown in place rather than joined at the end, so reading costs the
+    data once, not twice.
+    """
+    data = bytearray()
+    while limit is None or len(data) < limit:
+        want = 1 << 20 if limit is None else min(1 << 20, limit - len(data))
         chunk = os.read(fd, want)
         if not chunk:
             break
-        chunks.append(chunk)
-        have += len(chunk)
-    return b''.join(chunks)
+        data += chunk
+    return data
 
 
 def _lookup(files, path, cwd='/'):

@@ -541,6 +541,14 @@ class HostileIsoTestCase(base.TestCase):
             data[at:at + 32] = b'\x88' + b'\x01' * 31
         self.assertInvalid(bytes(data), 'boot catalog does not end')
 
+    def test_gpt_partition_count_bounded(self):
+        out, _ = iso.BaseIso.from_path(base.TRIXIE_ISO).build_bytes(SCRIPT)
+        data = bytearray(out)
+        self.assertEqual(b'EFI PART', data[512:520])   # isohybrid, UEFI
+        backup = int.from_bytes(data[544:552], 'little') * 512
+        data[backup + 80:backup + 84] = (70000).to_bytes(4, 'little')
+        self.assertInvalid(bytes(data), 'its GPT claims 70000 partitions')
+
     def test_not_a_regular_file(self):
         fifo = os.path.join(self.tmp, 'fifo')
         os.mkfifo(fifo)
