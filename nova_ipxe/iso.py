@@ -195,8 +195,8 @@ def _boot_info_table_csum(self, data_fp, data_len):
     return sum(words) & 0xffffffff
 
 
-class _BuildCdlib(pycdlib.PyCdlib):
-    """The pycdlib our builds master with: only the checksum differs.
+class _Cdlib(pycdlib.PyCdlib):
+    """The pycdlib our parses and builds use: only the checksum differs.
 
     A subclass rather than a patch of pycdlib.PyCdlib, so any other user
     of pycdlib in the process (nova-compute) keeps pycdlib as shipped.
@@ -498,7 +498,7 @@ class BaseIso:
         put('data', memoryview(data).toreadonly())
         put('_uefi_dropped_once', _Once())
         check_structure(self.data, source)
-        cdlib = pycdlib.PyCdlib()
+        cdlib = _Cdlib()
         source_fp = _ViewReader(self.data)
         try:
             cdlib.open_fp(source_fp)
@@ -551,7 +551,7 @@ class BaseIso:
                 raise exception.IsoTooLarge(source=name, size=info.st_size,
                                             limit=max_size)
             data = _read_at_most(fd, None if max_size is None
-                                 else max_size + 1)
+                                 else max_size + 1, info.st_size)
         except OSError as e:
             raise exception.InvalidIso(source=name, reason='cannot read it: '
                                        '%s' % e.strerror)
@@ -734,7 +734,7 @@ class BaseIso:
             self._fail('its files would make a %d-byte ISO, more than the '
                        'source plus the script' % planned)
 
-        new = _BuildCdlib()
+        new = _Cdlib()
         new.new(interchange_level=self.interchange_level,
                 vol_ident=self.volume_id[:32],
                 rock_ridge=self.rock_ridge or None,
@@ -835,19 +835,26 @@ class BaseIso:
         return out.getvalue(), result
 
 
-def _read_at_most(fd, limit):
-    """Up to ``limit`` bytes of ``fd`` (all if None), in bounded chunks.
+def _read_at_most(fd, limit, size_hint=0):
+    """Up to ``limit`` bytes of ``fd`` (all if None).
 
-    Grown in place rather than joined at the end, so reading costs the
-    data once, not twice.
+    Read in place into one buffer sized from ``size_hint`` (what fstat
+    says), grown a MiB at a time only if the file is longer than that:
+    reading costs the data once, and never more than ``limit``.
     """
-    data = bytearray()
-    while limit is None or len(data) < limit:
-        want = 1 << 20 if limit is None else min(1 << 20, limit - len(data))
-        chunk = os.read(fd, want)
-        if not chunk:
+    data = bytearray(size_hint + 1 if limit is None
+                     else min(size_hint + 1, limit))
+    have = 0
+    while limit is None or have < limit:
+        if have == len(data):
+            data.extend(bytes(1 << 20 if limit is None
+                              else min(1 << 20, limit - have)))
+        with memoryview(data) as view:
+            got = os.readv(fd, [view[have:]])
+        if not got:
             break
-        data += chunk
+        have += got
+    del data[have:]
     return data
 
 

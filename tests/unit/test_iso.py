@@ -305,7 +305,7 @@ class BootInfoChecksumTestCase(base.TestCase):
     def test_fast_checksum_matches_pycdlib(self):
         # Our builds' pycdlib replaces pycdlib's per-word Python loop; the
         # sum must stay identical, padding of a partial sector included.
-        self.assertIs(iso._boot_info_table_csum, iso._BuildCdlib.__dict__[
+        self.assertIs(iso._boot_info_table_csum, iso._Cdlib.__dict__[
             '_calculate_eltorito_boot_info_table_csum'])
         isolinux, _, _ = isofactory.bookworm_parts()
 
@@ -337,7 +337,7 @@ class BootInfoChecksumTestCase(base.TestCase):
         # And a plain pycdlib writes the same boot info table as ours.
         isolinux, _, _ = isofactory.bookworm_parts()
         images = []
-        for cls in (pycdlib.PyCdlib, iso._BuildCdlib):
+        for cls in (pycdlib.PyCdlib, iso._Cdlib):
             new = cls()
             new.new(interchange_level=3)
             new.add_fp(io.BytesIO(isolinux), len(isolinux), '/ISOLINUX.BIN;1')
@@ -561,9 +561,9 @@ class HostileIsoTestCase(base.TestCase):
         calls = []
         real = iso._read_at_most
 
-        def spy(f, limit):
+        def spy(fd, limit, *args):
             calls.append(limit)
-            return real(f, limit)
+            return real(fd, limit, *args)
         self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso._read_at_most',
                                              spy))
         limit = os.path.getsize(base.BOOKWORM_ISO) + 10
@@ -576,6 +576,10 @@ class HostileIsoTestCase(base.TestCase):
         fd = os.open(path, os.O_RDONLY)
         self.addCleanup(os.close, fd)
         self.assertEqual(1001, len(real(fd, 1001)))
+        os.lseek(fd, 0, os.SEEK_SET)
+        self.assertEqual(3000, len(real(fd, None, 10)))   # grows
+        os.lseek(fd, 0, os.SEEK_SET)
+        self.assertEqual(3000, len(real(fd, 5000, 3000)))
 
     def test_describe_escapes_names(self):
         def names(new):
