@@ -665,10 +665,19 @@ class BaseIso:
         readers = []
         new = None
         try:
-            new, result = self._assemble(script, uefi, readers)
-            yield new, result
-        except pycdlibexception.PyCdlibException as e:
-            raise exception.IsoBuildFailed(path='(in memory)', reason=str(e))
+            try:
+                new, result = self._assemble(script, uefi, readers)
+                yield new, result
+            except (exception.NovaIpxeError, OSError):
+                raise   # OSError: the caller's output (IsoBuildFailed)
+            except Exception as e:
+                # pycdlib tripping over what the source holds (it is not
+                # hardened against hostile names or sizes): still the
+                # source's fault, and always a typed error.
+                LOG.debug('Rebuilding %s failed', self.source, exc_info=True)
+                raise exception.InvalidIso(
+                    source=self.source, reason='it cannot be rebuilt (%s: '
+                    '%s)' % (type(e).__name__, e))
         finally:
             if new is not None:
                 new.close()
@@ -813,10 +822,9 @@ class BaseIso:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, output)
                 tmp = None
-            except (OSError, pycdlibexception.PyCdlibException) as e:
+            except OSError as e:
                 raise exception.IsoBuildFailed(
-                    path=output,
-                    reason=getattr(e, 'strerror', None) or str(e))
+                    path=output, reason=e.strerror or str(e))
             finally:
                 if tmp is not None:
                     try:

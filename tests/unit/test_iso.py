@@ -17,6 +17,7 @@ import dataclasses
 import io
 import os
 import posixpath
+import struct
 import subprocess
 
 import fixtures
@@ -650,6 +651,19 @@ class HostileIsoTestCase(base.TestCase):
         out = os.path.join(self.tmp, 'out.iso')
         self.assertRaises(exception.InvalidIso, base_iso.build, SCRIPT, out)
         self.assertEqual([], os.listdir(self.tmp))
+
+    def test_pycdlib_failure_while_rebuilding_is_typed(self):
+        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        out = os.path.join(self.tmp, 'out.iso')
+        for method in ('add_fp', 'write_fp'):
+            def trip(*args, **kwargs):
+                raise struct.error('ushort format requires 0 <= number')
+            with fixtures.MonkeyPatch('nova_ipxe.iso._Cdlib.' + method,
+                                      trip):
+                e = self.assertRaises(exception.InvalidIso, base_iso.build,
+                                      SCRIPT, out)
+            self.assertIn('cannot be rebuilt (error: ushort', str(e))
+            self.assertEqual([], os.listdir(self.tmp))
 
 
 class ImmutableBaseTestCase(base.TestCase):
