@@ -14,10 +14,18 @@
 script, in-process with pycdlib (no mount, no root, no external tool).
 
 Files are found the way the firmware and ISOLINUX find them: the El Torito
-catalog names the BIOS and UEFI boot images, ``isolinux.cfg`` (looked up
-where ISOLINUX looks) names the iPXE kernel, and the EFI FAT image holds
-the loader.  The source ISO is untrusted: every name and reference read
-from it is validated before it is used.
+catalog names the BIOS and UEFI boot images, ``isolinux.cfg`` (see
+:mod:`nova_ipxe.isolinux`) names the iPXE kernel, and the EFI FAT image
+holds the loader.
+
+The source ISO is untrusted (a tenant uploads it).  Before pycdlib sees
+it, :func:`check_structure` bounds what pycdlib would parse: descriptors,
+directory entries and depth, Rock Ridge continuation areas, the boot
+catalog, an isohybrid GPT.  Files may share data only as exact hard links
+inside the image, and a build writes each source extent once, so its
+output is bounded by the source plus the script (a writer enforces it).
+Every name and reference read from the ISO is validated before use, and
+escaped before it is shown.
 
 A parsed :class:`BaseIso` is immutable and can build many per-instance
 ISOs; :meth:`BaseIso.build` rebuilds a fresh ISO each time rather than
