@@ -31,6 +31,7 @@ from tests import base
 from tests import isofactory
 
 SCRIPT = b'#!ipxe\necho per-instance\nchain http://192.0.2.1/menu\n'
+boot_iso = isofactory.boot_iso_bytes
 
 
 class IsoTestCase(base.TestCase):
@@ -389,50 +390,6 @@ class MutatedIsoTestCase(base.TestCase):
         return self._source
 
 
-def _boot_iso(extra=None, rock_ridge=True, efi=None, interchange_level=3):
-    """Bytes of a bookworm-based iPXE ISO; ``extra(pycdlib)`` adds more."""
-    isolinux, ldlinux, files = isofactory.bookworm_parts()
-    new = pycdlib.PyCdlib()
-    new.new(interchange_level=interchange_level,
-            rock_ridge='1.09' if rock_ridge else None,
-            joliet=3 if rock_ridge else None)
-
-    def add(path, name, data):
-        kw = {'rr_name': name, 'joliet_path': '/' + name} if rock_ridge else {}
-        new.add_fp(io.BytesIO(data), len(data), path, **kw)
-    add('/ISOLINUX.BIN;1', 'isolinux.bin', isolinux)
-    add('/LDLINUX.C32;1', 'ldlinux.c32', ldlinux)
-    add('/ISOLINUX.CFG;1', 'isolinux.cfg', files['/isolinux.cfg'])
-    add('/IPXE.KRN;1', 'ipxe.krn', files['/ipxe.krn'])
-    if efi is not None:
-        add('/EFI.IMG;1', 'efi.img', efi)
-    if extra:
-        extra(new)
-    new.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
-                     boot_load_size=4, boot_info_table=True)
-    if efi is not None:
-        # 0: pycdlib (like El Torito) cannot count past 65535 sectors.
-        new.add_eltorito('/EFI.IMG;1', bootcatfile='/BOOT.CAT;1', efi=True,
-                         boot_load_size=min(65535, -(-len(efi) // 512))
-                         if len(efi) <= iso.MAX_EFI_IMAGE else 0)
-    out = io.BytesIO()
-    new.write_fp(out)
-    new.close()
-    return out.getvalue()
-
-
-def _record_offsets(data, name):
-    """Offsets of the ISO 9660 directory records named ``name``."""
-    needle = bytes([len(name)]) + name
-    at, found = 0, []
-    while True:
-        at = data.find(needle, at)
-        if at < 0:
-            return found
-        found.append(at - 32)
-        at += 1
-
-
 class HostileIsoTestCase(base.TestCase):
     """Issue 7: what a tenant's ISO must not do to the compute host."""
 
@@ -449,7 +406,7 @@ class HostileIsoTestCase(base.TestCase):
                 new.add_hard_link(iso_old_path='/IPXE.KRN;1',
                                   iso_new_path='/L%d.;1' % i,
                                   rr_name='l%d' % i)
-        data = _boot_iso(links)
+        data = boot_iso(links)
         base_iso = iso.BaseIso(data, 'links.iso')
         self.assertEqual(105, len(base_iso.files))
         out, _ = base_iso.build_bytes(SCRIPT)
@@ -465,9 +422,9 @@ class HostileIsoTestCase(base.TestCase):
         def two(new):
             new.add_fp(io.BytesIO(b'a' * 5000), 5000, '/A.;1', rr_name='a')
             new.add_fp(io.BytesIO(b'b' * 5000), 5000, '/B.;1', rr_name='b')
-        data = bytearray(_boot_iso(two))
-        a, = _record_offsets(data, b'A.;1')
-        b, = _record_offsets(data, b'B.;1')
+        data = bytearray(boot_iso(two))
+        a, = isofactory.record_offsets(data, b'A.;1')
+        b, = isofactory.record_offsets(data, b'B.;1')
         extent = int.from_bytes(data[a + 2:a + 6], 'little')
         # B starts one sector into A, with A's length: a partial overlap.
         data[b + 2:b + 10] = (extent + 1).to_bytes(4, 'little') + (
@@ -475,8 +432,8 @@ class HostileIsoTestCase(base.TestCase):
         self.assertInvalid(bytes(data), 'overlap')
 
     def test_extent_beyond_volume(self):
-        data = bytearray(_boot_iso())
-        r = _record_offsets(data, b'LDLINUX.C32;1')[0]
+        data = bytearray(boot_iso())
+        r = isofactory.record_offsets(data, b'LDLINUX.C32;1')[0]
         data[r + 2:r + 10] = (0xFFFFF0).to_bytes(4, 'little') + (
             0xFFFFF0).to_bytes(4, 'big')
         self.assertInvalid(bytes(data), 'outside the volume')
@@ -486,7 +443,7 @@ class HostileIsoTestCase(base.TestCase):
             for i in range(iso.MAX_ENTRIES):
                 new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
                            rr_name='f%d' % i)
-        self.assertInvalid(_boot_iso(many), 'more than %d files'
+        self.assertInvalid(boot_iso(many), 'more than %d files'
                            % iso.MAX_ENTRIES)
 
     def test_entries_at_the_limit_build(self):
@@ -494,7 +451,7 @@ class HostileIsoTestCase(base.TestCase):
             for i in range(iso.MAX_ENTRIES - 10):
                 new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
                            rr_name='f%d' % i, joliet_path='/f%d' % i)
-        out, result = iso.BaseIso(_boot_iso(many), 'x').build_bytes(SCRIPT)
+        out, result = iso.BaseIso(boot_iso(many), 'x').build_bytes(SCRIPT)
         self.assertTrue(result.bios)
 
     def test_too_deep(self):
@@ -503,21 +460,21 @@ class HostileIsoTestCase(base.TestCase):
             for i in range(iso.MAX_DEPTH + 1):
                 path += '/D%d' % i
                 new.add_directory(path)
-        data = _boot_iso(deep, rock_ridge=False, interchange_level=4)
+        data = boot_iso(deep, rock_ridge=False, interchange_level=4)
         self.assertInvalid(data, 'deeper than %d' % iso.MAX_DEPTH)
 
     def test_directory_loop(self):
         def sub(new):
             new.add_directory('/SUB', rr_name='sub', joliet_path='/sub')
-        data = bytearray(_boot_iso(sub))
-        r = _record_offsets(data, b'SUB')[0]
+        data = bytearray(boot_iso(sub))
+        r = isofactory.record_offsets(data, b'SUB')[0]
         root = data[16 * 2048 + 156 + 2:16 * 2048 + 156 + 10]
         data[r + 2:r + 10] = root   # /SUB is the root again
         self.assertInvalid(bytes(data), 'appears twice')
 
     def test_rock_ridge_continuation_bounded(self):
-        data = bytearray(_boot_iso())
-        r = _record_offsets(data, b'LDLINUX.C32;1')[0]
+        data = bytearray(boot_iso())
+        r = isofactory.record_offsets(data, b'LDLINUX.C32;1')[0]
         su = r + 33 + len(b'LDLINUX.C32;1') + 1
 
         def ce(block, offset, length):
@@ -534,7 +491,7 @@ class HostileIsoTestCase(base.TestCase):
         self.assertInvalid(bytes(loop), 'continuation areas add up')
 
     def test_endless_boot_catalog(self):
-        data = bytearray(_boot_iso())
+        data = bytearray(boot_iso())
         catalog = int.from_bytes(data[17 * 2048 + 71:17 * 2048 + 75],
                                  'little')
         start = catalog * 2048 + 64
@@ -588,7 +545,7 @@ class HostileIsoTestCase(base.TestCase):
                        rr_name='\x1b[2J\x1b]0;owned\x07', joliet_path='/esc')
             new.add_fp(io.BytesIO(b'y'), 1, '/BIDI.;1',
                        rr_name='evil\u202etxt.exe', joliet_path='/bidi')
-        info = iso.BaseIso(_boot_iso(names), 'x').describe()
+        info = iso.BaseIso(boot_iso(names), 'x').describe()
         shown = ' '.join(info['files'])
         self.assertIn('\\x1b[2J', shown)
         self.assertIn('evil\\u202etxt.exe', shown)
@@ -604,7 +561,7 @@ class HostileIsoTestCase(base.TestCase):
                        rr_name='x2', joliet_path='/x2')
             new.add_fp(io.BytesIO(b'#!ipxe\nstale3\n'), 14, '/J.;1',
                        rr_name='j', joliet_path='/nipxe.ipx')
-        out, _ = iso.BaseIso(_boot_iso(shadows), 'x').build_bytes(SCRIPT)
+        out, _ = iso.BaseIso(boot_iso(shadows), 'x').build_bytes(SCRIPT)
         new = pycdlib.PyCdlib()
         new.open_fp(io.BytesIO(out))
         try:
@@ -625,7 +582,7 @@ class HostileIsoTestCase(base.TestCase):
         def sub(new):
             new.add_directory('/NIPXE', rr_name='nipxe.ipx',
                               joliet_path='/nipxe.ipx')
-        self.assertInvalid(_boot_iso(sub), 'the name of the script')
+        self.assertInvalid(boot_iso(sub), 'the name of the script')
 
     def test_efi_image_over_32_mib(self):
         loader = isofactory.trixie_file('ipxe.efi')
@@ -634,7 +591,7 @@ class HostileIsoTestCase(base.TestCase):
         with open(img, 'rb') as f:
             efi = f.read()
         self.assertGreater(len(efi), iso.MAX_EFI_IMAGE)
-        base_iso = iso.BaseIso(_boot_iso(efi=efi), 'big-efi.iso')
+        base_iso = iso.BaseIso(boot_iso(efi=efi), 'big-efi.iso')
         self.assertIn('an El Torito entry can describe',
                       base_iso.describe()['uefi']['reason'])
         e = self.assertRaises(exception.UefiUnsupported,

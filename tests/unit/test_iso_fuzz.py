@@ -31,9 +31,9 @@ import pycdlib
 from nova_ipxe import exception
 from nova_ipxe import iso
 from tests import base
-from tests.unit import test_iso
+from tests import isofactory
 
-SCRIPT = test_iso.SCRIPT
+SCRIPT = b'#!ipxe\necho per-instance\nchain http://192.0.2.1/menu\n'
 STAGES = ('structure checked', 'parsed by pycdlib', 'layout read', 'built')
 
 names = st.text(st.characters(codec='utf-8', exclude_characters='/\0'),
@@ -47,7 +47,7 @@ mutation = st.tuples(st.sampled_from(REGIONS), st.integers(0, 2 ** 20),
 
 def _make(rock_ridge, files, depth, with_efi):
     """(bytes, sectors holding directory records) of one example ISO."""
-    isolinux_bin, ldlinux, stock = _parts()
+    stock = _stock_files()
 
     def extra(new):
         paths = []
@@ -68,17 +68,13 @@ def _make(rock_ridge, files, depth, with_efi):
             new.add_fp(io.BytesIO(data), size, path, **kw)
             paths.append(path)
     efi = stock['/efi.img'] if with_efi else None
-    return test_iso._boot_iso(extra, rock_ridge=rock_ridge, efi=efi)
+    return isofactory.boot_iso_bytes(extra, rock_ridge=rock_ridge, efi=efi)
 
 
-_PARTS = []
-
-
-def _parts():
-    if not _PARTS:
-        from tests import isofactory
-        _PARTS.extend(isofactory.bookworm_parts())
-    return _PARTS
+def _stock_files(cache=[]):
+    if not cache:
+        cache.append(isofactory.bookworm_parts()[2])
+    return cache[0]
 
 
 def _mutate(data, mutations):
