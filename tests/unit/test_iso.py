@@ -507,6 +507,23 @@ class HostileIsoTestCase(base.TestCase):
         data[backup + 80:backup + 84] = (70000).to_bytes(4, 'little')
         self.assertInvalid(bytes(data), 'its GPT claims 70000 partitions')
 
+    def test_udf_bridge_refused(self):
+        new = pycdlib.PyCdlib()
+        new.new(udf='2.60')
+        new.add_fp(io.BytesIO(b'x'), 1, udf_path='/x')
+        out = io.BytesIO()
+        new.write_fp(out)
+        new.close()
+        self.assertInvalid(out.getvalue(), 'UDF file system')
+
+    def test_descriptors_bounded(self):
+        data = bytearray(boot_iso())
+        pvd = data[16 * 2048:17 * 2048]
+        # Every sector after the PVD another descriptor, no terminator.
+        for sector in range(17, 17 + iso.MAX_DESCRIPTORS):
+            data[sector * 2048:(sector + 1) * 2048] = pvd
+        self.assertInvalid(bytes(data), 'no volume descriptor terminator')
+
     def test_not_a_regular_file(self):
         fifo = os.path.join(self.tmp, 'fifo')
         os.mkfifo(fifo)
