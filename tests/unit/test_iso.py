@@ -558,10 +558,10 @@ class HostileIsoTestCase(base.TestCase):
 
     def test_describe_escapes_names(self):
         def names(new):
-            new.add_fp(io.BytesIO(b'x'), 1, '/ESC.;1',
-                       rr_name='\x1b[2J\x1b]0;owned\x07', joliet_path='/esc')
-            new.add_fp(io.BytesIO(b'y'), 1, '/BIDI.;1',
-                       rr_name='evil\u202etxt.exe', joliet_path='/bidi')
+            for iso_path, rr_name in (('/ESC.;1', '\x1b[2J\x1b]0;owned\x07'),
+                                      ('/BIDI.;1', 'evil\u202etxt.exe')):
+                new.add_fp(io.BytesIO(b'x'), 1, iso_path, rr_name=rr_name,
+                           joliet_path=iso_path.lower()[:-3])
         info = iso.BaseIso(boot_iso(names), 'x').describe()
         shown = ' '.join(info['files'])
         self.assertIn('\\x1b[2J', shown)
@@ -572,12 +572,12 @@ class HostileIsoTestCase(base.TestCase):
         def shadows(new):
             # Same Rock Ridge name in another case, an ISO 9660 name with
             # another version, and the Joliet name alone.
-            new.add_fp(io.BytesIO(b'#!ipxe\nstale1\n'), 14, '/OTHER.;1',
-                       rr_name='NIPXE.IPX', joliet_path='/other')
-            new.add_fp(io.BytesIO(b'#!ipxe\nstale2\n'), 14, '/NIPXE.IPX;2',
-                       rr_name='x2', joliet_path='/x2')
-            new.add_fp(io.BytesIO(b'#!ipxe\nstale3\n'), 14, '/J.;1',
-                       rr_name='j', joliet_path='/nipxe.ipx')
+            for iso_path, rr_name, joliet_path in (
+                    ('/OTHER.;1', 'NIPXE.IPX', '/other'),
+                    ('/NIPXE.IPX;2', 'x2', '/x2'),
+                    ('/J.;1', 'j', '/nipxe.ipx')):
+                new.add_fp(io.BytesIO(b'#!ipxe\nstale\n'), 13, iso_path,
+                           rr_name=rr_name, joliet_path=joliet_path)
         out, _ = iso.BaseIso(boot_iso(shadows), 'x').build_bytes(SCRIPT)
         new = pycdlib.PyCdlib()
         new.open_fp(io.BytesIO(out))
