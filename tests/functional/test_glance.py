@@ -71,8 +71,8 @@ class GlanceTestCase(base.TestCase):
     def setUp(self):
         super().setUp()
         self.cache_dir = os.path.join(self.tmp, 'cache')
-        self.flags(glance_retry_delay=0.05, glance_read_timeout=5,
-                   glance_connect_timeout=5)
+        self.flags(group='ipxe_glance', retry_delay=0.05, read_timeout=5,
+                   connect_timeout=5)
 
     def client(self, endpoint=None, **kw):
         kw.setdefault('retries', 3)
@@ -383,7 +383,8 @@ class TlsTestCase(GlanceTestCase):
                       ' '.join(str(w.message) for w in caught))
 
     def test_options_reach_the_client(self):
-        self.flags(glance_url=self.tls.url, glance_ca_file=self.cert)
+        self.flags(group='ipxe_glance', url=self.tls.url,
+                   ca_file=self.cert)
         client = glance.client_from_conf(self.conf, token='t')
         self.assertTrue(self.fetch(self.bookworm, client=client).downloaded)
 
