@@ -33,6 +33,7 @@ token: a cache hit never bypasses Glance's permission check.
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import os
@@ -185,6 +186,12 @@ class BaseIsoCache:
         except FileNotFoundError:
             return None
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                # Not an entry we made: the fetched one is renamed over
+                # the link (rename never touches a link's target).
+                LOG.warning('%s is a symlink, not a cache entry; fetching '
+                            'the image over it', path)
+                return None
             raise exception.CacheError(path=path, reason=e.strerror)
         with f:
             st = os.fstat(f.fileno())

@@ -296,7 +296,11 @@ class GlanceClient:
         try:
             return resp.raw.read1(CHUNK, decode_content=False)
         except READ_ERRORS as e:
-            raise _Retry('%s: %s' % (type(e).__name__, e))
+            # urllib3 wraps the socket's error: name that one.
+            cause = e.args[-1] if isinstance(
+                e, urllib3.exceptions.ProtocolError) and e.args and \
+                isinstance(e.args[-1], Exception) else e
+            raise _Retry('%s: %s' % (type(cause).__name__, cause))
 
     # -- the budget ----------------------------------------------------
 

@@ -44,6 +44,9 @@ Kinds and their parameters (defaults in brackets):
                     Content-MD5 are left as upstream sent them.
 ``slow``            wait ``delay`` [5] seconds ``before`` ['headers'] or the
                     first body byte ('body'), then answer normally.
+``drip``            the headers, then the body ``size`` [1] bytes at a time,
+                    waiting ``interval`` [1.0] seconds before each piece: a
+                    server that never stalls long enough for a read timeout.
 ``grow``            the body plus ``extra_bytes`` [1 MiB] bytes of ``fill``
                     [b'\\0'], framed by ``mode``: 'chunked' (default, no
                     Content-Length), 'eof' (no length, close when done),
@@ -81,8 +84,8 @@ import threading
 import time
 import urllib.parse
 
-KINDS = ('status', 'reset_mid_body', 'truncate', 'corrupt', 'slow', 'grow',
-         'rewrite_json')
+KINDS = ('status', 'reset_mid_body', 'truncate', 'corrupt', 'slow', 'drip',
+         'grow', 'rewrite_json')
 DELETE = object()  # rewrite_json: patch value that removes the key
 CHUNK = 64 * 1024
 # Hop-by-hop headers (RFC 9110 7.6.1) are the proxy's own business; Expect
@@ -98,6 +101,7 @@ _PARAMS = {
     'truncate': {'after_bytes'},
     'corrupt': {'offset', 'length'},
     'slow': {'delay', 'before'},
+    'drip': {'size', 'interval'},
     'grow': {'extra_bytes', 'fill', 'mode'},
     'rewrite_json': {'patch', 'func'},
 }
@@ -497,7 +501,11 @@ class FaultProxy:
                 h.wfile.write(data)
 
         while True:
-            data = resp.read(CHUNK)
+            if kind == 'drip':
+                self._sleep(p.get('interval', 1.0))
+                data = resp.read(p.get('size', 1))
+            else:
+                data = resp.read(CHUNK)
             if not data:
                 break
             if flip_at is not None and flip_at < sent + len(data) and \

@@ -18,11 +18,14 @@ are in tests/functional/test_glance.py."""
 import hashlib
 import io
 import json
+import os
 
 import fixtures
+from oslo_config import cfg
 import requests
 from requests_mock.contrib import fixture as requests_mock
 
+from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from nova_ipxe import glance
 from tests import base
@@ -222,7 +225,7 @@ class ClientTestCase(HttpTestCase):
     def test_broken_every_time(self):
         self.serve(*[(200, 4096)] * 10)
         e = self.assertRaises(exception.ImageDownloadFailed, self.download)
-        self.assertIn('4 attempts failed, last: ProtocolError', str(e))
+        self.assertIn('4 attempts failed, last: ConnectionResetError', str(e))
         self.assertEqual(4, len(self.files()))
 
     def test_range_ignored_starts_over(self):
@@ -384,3 +387,41 @@ class RecordBoundsTestCase(HttpTestCase):
         self.assertEqual(len(ISO), self.client().get_image(
             IMAGE, 2 ** 26).size)
         self.assertEqual(3, len(self.history()))
+
+
+class ClientFromConfTestCase(base.TestCase):
+
+    def load(self, text):
+        path = os.path.join(self.tmp, 'nova-ipxe.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        conf = cfg.ConfigOpts()
+        ipxe_conf.register_opts(conf)
+        conf([], default_config_files=[path])
+        return conf
+
+    def test_own_group(self):
+        client = glance.client_from_conf(self.load(
+            '[ipxe_glance]\nurl = http://g:9292\nretries = 5\n'
+            'download_timeout = 42\n'), token='t')
+        self.assertEqual(('http://g:9292', 5, 42, 't'), (
+            client.endpoint, client.retries, client.download_timeout,
+            client.token))
+
+    def test_former_ipxe_names_still_work(self):
+        conf = self.load('[ipxe]\nglance_url = http://old:9292\n'
+                         'glance_ca_file = /etc/ca.pem\nglance_retries = 1\n'
+                         'glance_read_timeout = 7\n')
+        client = glance.client_from_conf(conf)
+        self.assertEqual(('http://old:9292', '/etc/ca.pem', 1, 7), (
+            client.endpoint, client.verify, client.retries,
+            client.read_timeout))
+
+    def test_not_in_the_ipxe_group(self):
+        # nova.conf's [ipxe] carries only what the drivers use.
+        names = {opt.name for opt in ipxe_conf.ipxe_opts +
+                 ipxe_conf.cache_opts}
+        self.assertEqual(set(), {n for n in names if 'glance' in n})
+        groups = [g.name if hasattr(g, 'name') else g
+                  for g, _ in ipxe_conf.list_opts()]
+        self.assertEqual(['ipxe', 'ipxe_glance', 'xenserver'], groups)
