@@ -250,9 +250,8 @@ class ImageDownloadFailed(GlanceError):
 class ImageDownloadTimeout(ImageDownloadFailed):
     """The overall deadline passed, however the bytes were trickling."""
 
-    msg_fmt = ('Gave up on image %(image)s at the Glance download deadline '
-               '([ipxe_glance] download_timeout): %(reason)s. Check '
-               'Glance\'s health; nothing was cached.')
+    msg_fmt = ('Gave up on image %(image)s at the download deadline: '
+               '%(reason)s. Check Glance\'s health; nothing was cached.')
 
 
 class InvalidImageRecord(GlanceError):
