@@ -283,6 +283,19 @@ class ClientTestCase(HttpTestCase):
         self.assertEqual(0, len(self.files()))
 
 
+    def test_backoff_past_the_deadline_stops_early(self):
+        # The next wait (10 s) would end past the deadline (5 s): no
+        # pointless sleep, one attempt, a timeout rather than "failed".
+        self.serve(*[503] * 10)
+        e = self.assertRaises(exception.ImageDownloadTimeout, self.download,
+                              self.client(retry_delay=10,
+                                          download_timeout=5))
+        self.assertIn('the deadline came after 1 attempts, last: HTTP 503',
+                      str(e))
+        self.assertEqual(1, len(self.files()))
+        self.assertEqual([], self.sleeps)
+
+
 class RedirectTestCase(HttpTestCase):
     """The token goes to the endpoint's origin and nowhere else."""
 
