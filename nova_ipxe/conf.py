@@ -145,8 +145,8 @@ glance_opts = [
     cfg.IntOpt('download_timeout', default=300, min=1,
                help='Seconds one download (or one image record) may take '
                     'in all, retries included, however slowly the bytes '
-                    'arrive. At most about read_timeout more passes '
-                    'before it gives up.'),
+                    'arrive: at the deadline its connection is shut '
+                    'down.'),
 ]
 
 # The cache lives on the compute host: the Nova drivers use these too.

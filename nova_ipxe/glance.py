@@ -29,7 +29,9 @@ urllib3's ``Retry`` would only see failures inside ``urlopen``; a body
 that breaks after the headers surfaces later, so it would need a second
 counter, which is how one download used to make ``(retries + 1) ** 2``
 requests.  A download (and a record) also has an overall deadline, which
-a server sending one byte at a time cannot stretch.
+a server sending one byte at a time cannot stretch: reads return what
+one ``recv`` brings and check it, and a watchdog shuts the attempt's
+sockets down when it passes (even while headers trickle in).
 
 The token travels as ``X-Auth-Token``, only to the endpoint's own origin
 (scheme, host and port): redirects are followed here, not by requests,
@@ -42,14 +44,18 @@ import hashlib
 import http.client
 import json
 import re
+import socket
+import threading
 import time
 import urllib.parse
 import uuid
 
 from oslo_log import log as logging
 import requests
+from requests import adapters
 import tenacity
 import urllib3
+from urllib3 import connectionpool
 
 from nova_ipxe import exception
 from nova_ipxe import image as ipxe_image
@@ -182,6 +188,71 @@ def origin(url):
             port or {'http': 80, 'https': 443}.get(scheme))
 
 
+# The watchdog of the attempt running in this thread, if any.
+_ATTEMPT = threading.local()
+
+
+class _Watchdog:
+    """At the deadline, shut down the sockets an attempt used.
+
+    Per-read timeouts and the checks between reads cannot stop a server
+    that trickles its status line and headers; a shut-down socket ends
+    any read at once.
+    """
+
+    def __init__(self, deadline):
+        self.conns = []
+        self.fired = False
+        self.timer = threading.Timer(max(deadline - time.monotonic(), 0),
+                                     self._fire)
+        self.timer.daemon = True
+
+    def _fire(self):
+        self.fired = True
+        for conn in list(self.conns):
+            sock = getattr(conn, 'sock', None)
+            if sock is not None:
+                try:
+                    # The plain socket's shutdown, under TLS too.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, deadline):
+        watchdog = cls(deadline)
+        _ATTEMPT.watchdog = watchdog
+        watchdog.timer.start()
+        try:
+            yield watchdog
+        finally:
+            watchdog.timer.cancel()
+            _ATTEMPT.watchdog = None
+
+
+class _WatchedPool(connectionpool.HTTPConnectionPool):
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        watchdog = getattr(_ATTEMPT, 'watchdog', None)
+        if watchdog is not None:
+            watchdog.conns.append(conn)
+        return conn
+
+
+class _WatchedHTTPSPool(_WatchedPool, connectionpool.HTTPSConnectionPool):
+    pass
+
+
+class _WatchedAdapter(adapters.HTTPAdapter):
+    """requests' adapter, with connections the watchdog can reach."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            'http': _WatchedPool, 'https': _WatchedHTTPSPool}
+
+
 class _Retry(Exception):
     """An attempt failed in a way another attempt may not."""
 
@@ -211,7 +282,11 @@ class GlanceClient:
         if self.endpoint.endswith('/v2'):
             self.endpoint = self.endpoint[:-3]
         self.origin = origin(self.endpoint)
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            for scheme in ('http://', 'https://'):
+                session.mount(scheme, _WatchedAdapter())
+        self.session = session
         self.session.headers['User-Agent'] = 'nova-ipxe'
         # Per request, never on the session: it must not follow a
         # redirect off the endpoint's origin.
@@ -246,6 +321,10 @@ class GlanceClient:
                 raise exception.GlanceError(image=image, reason='TLS: %s'
                                             % e)
             except requests.exceptions.RequestException as e:
+                if time.monotonic() >= deadline:
+                    raise exception.ImageDownloadTimeout(
+                        image=image, reason='no answer by then (%s)'
+                                            % type(e).__name__)
                 raise _Retry('%s: %s' % (type(e).__name__, e))
             if not resp.is_redirect:
                 return self._checked(image, url, resp)
@@ -296,6 +375,9 @@ class GlanceClient:
         try:
             return resp.raw.read1(CHUNK, decode_content=False)
         except READ_ERRORS as e:
+            if time.monotonic() >= deadline:
+                raise exception.ImageDownloadTimeout(image=image,
+                                                     reason=what)
             # urllib3 wraps the socket's error: name that one.
             cause = e.args[-1] if isinstance(
                 e, urllib3.exceptions.ProtocolError) and e.args and \
@@ -339,8 +421,11 @@ class GlanceClient:
         """The validated record of an iPXE boot image."""
         image_id = check_image_id(image_id)
         deadline = self._deadline()
-        record = self._attempts(image_id, lambda: self._record(
-            image_id, deadline), deadline)
+
+        def attempt():
+            with _Watchdog.running(deadline):
+                return self._record(image_id, deadline)
+        record = self._attempts(image_id, attempt, deadline)
         return image_info(record, max_size)
 
     def _record(self, image, deadline):
@@ -377,8 +462,11 @@ class GlanceClient:
         state = _Download(digest=hashlib.new(info.hash_algo),
                           start=fileobj.tell())
         deadline = self._deadline()
-        self._attempts(info.id, lambda: self._download(
-            info, fileobj, state, deadline, progress), deadline)
+
+        def attempt():
+            with _Watchdog.running(deadline):
+                self._download(info, fileobj, state, deadline, progress)
+        self._attempts(info.id, attempt, deadline)
         actual = state.digest.hexdigest()
         if actual != info.hash_value:
             raise exception.ImageChecksumMismatch(

@@ -341,6 +341,20 @@ class FaultTestCase(GlanceTestCase):
         self.assertTrue(self.fetch(self.bookworm).downloaded)
         self.assertCacheClean(entries=1)
 
+    def test_trickling_headers_meet_the_deadline(self):
+        # A status line and a header that never end: no read ever times
+        # out, http.client would wait for 100 headers of 64 KiB.
+        proxy = self.proxy()
+        proxy.add_fault(FILE, 'drip', times=None, size=1, interval=0.2,
+                        before='headers')
+        e = self.assertRaises(exception.ImageDownloadTimeout, self.fetch,
+                              self.bookworm, client=self.via(
+                                  proxy, read_timeout=1, download_timeout=2))
+        self.assertIn('download deadline', str(e))
+        self.assertEqual(1, proxy.count('GET', FILE))
+        self.assertEqual(0, proxy.upstream_count('GET', FILE))
+        self.assertCacheClean()
+
     def test_trickling_record_meets_the_deadline(self):
         proxy = self.proxy()
         proxy.add_fault(RECORD, 'drip', times=None, size=1, interval=0.2)

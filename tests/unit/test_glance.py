@@ -282,7 +282,6 @@ class ClientTestCase(HttpTestCase):
         self.assertIn('download deadline', str(e))
         self.assertEqual(0, len(self.files()))
 
-
     def test_backoff_past_the_deadline_stops_early(self):
         # The next wait (10 s) would end past the deadline (5 s): no
         # pointless sleep, one attempt, a timeout rather than "failed".
