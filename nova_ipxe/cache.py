@@ -181,8 +181,9 @@ class BaseIsoCache:
         """Open ``path`` if it holds exactly the image, else drop it."""
         try:
             # Never through a symlink: the entry is ours or it is not used.
-            f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW |
-                                  os.O_CLOEXEC), 'rb')
+            # O_NONBLOCK: a FIFO planted at the name must not hang us.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                         os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -193,10 +194,17 @@ class BaseIsoCache:
                             'the image over it', path)
                 return None
             raise exception.CacheError(path=path, reason=e.strerror)
-        with f:
-            st = os.fstat(f.fileno())
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            # Not ours to remove, and in the way of ours.
+            raise exception.CacheError(
+                path=path, reason='it is not a regular file, so not an '
+                                  'entry the cache made; remove it')
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, 'rb') as f:
             size = st.st_size
-            if stat.S_ISREG(st.st_mode) and size == info.size and _hash_file(
+            if size == info.size and _hash_file(
                     f, info.hash_algo) == info.hash_value:
                 return os.dup(f.fileno())
         LOG.warning('Dropping the corrupted cache entry %s (%d of %d '
@@ -207,7 +215,10 @@ class BaseIsoCache:
 
     def _fetch(self, client, info, path, progress):
         part = os.path.join(self.directory, '.' + info.cache_key + PART)
-        self._unlink(part)  # a crashed fetch's leftover; we hold the lock
+        try:
+            self._unlink(part)  # a crashed fetch's leftover; we hold the lock
+        except OSError as e:
+            raise exception.CacheError(path=part, reason=e.strerror)
         started = time.monotonic()
         rfd = None
         try:

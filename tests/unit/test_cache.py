@@ -178,6 +178,27 @@ class CacheTestCase(base.TestCase):
         with open(outside, 'rb') as f:
             self.assertEqual(data_of(IMAGES[0]), f.read())
 
+    def test_no_regular_file_at_an_entry_name(self):
+        # A directory or a FIFO where the entry goes: a typed error, no
+        # hang on the FIFO, nothing downloaded, nothing removed.
+        info = self.client.get_image(IMAGES[0], 2 ** 26)
+        path = os.path.join(self.dir, info.cache_key + cache.SUFFIX)
+        os.makedirs(self.dir)
+        for make in (os.mkdir, os.mkfifo):
+            make(path)
+            e = self.assertRaises(exception.CacheError, self.fetch)
+            self.assertIn('not a regular file', str(e))
+            self.assertTrue(os.path.exists(path))
+            self.assertEqual(0, self.downloads())
+            (os.rmdir if make is os.mkdir else os.unlink)(path)
+        # Nor in the place of the temporary file.
+        part = os.path.join(self.dir, '.' + info.cache_key + cache.PART)
+        os.mkdir(part)
+        e = self.assertRaises(exception.CacheError, self.fetch)
+        self.assertIn('Is a directory', str(e))
+        self.assertTrue(os.path.isdir(part))
+        self.assertEqual(0, self.downloads())
+
     def test_failed_download_leaves_nothing(self):
         self.http.get('%s/v2/images/%s/file' % (ENDPOINT, IMAGES[0]),
                       content=b'wrong bytes')
