@@ -136,10 +136,6 @@ class TestWheel(base.TestCase):
         self.assertNotIn('nova/__init__.py', names)
 
     def test_build_install_load_uninstall(self):
-        sdist, wheel = self.build()
-        self.check_sdist(sdist)
-        self.check_wheel(wheel)
-
         env_dir = os.path.join(self.tmp, 'venv')
         venv.create(env_dir, with_pip=True)
         python = os.path.join(env_dir, 'bin', 'python')
@@ -147,7 +143,19 @@ class TestWheel(base.TestCase):
         # install's CPU time, and nothing here needs the .pyc files.
         pip = [python, '-m', 'pip', 'install', '-q', '--no-compile',
                '--disable-pip-version-check']
-        self.run_ok(pip + NOVA_PINS + FAKE_LIBVIRT_REQS)
+        # Nova installs (mostly waiting on the index) while the wheel builds.
+        log = os.path.join(self.tmp, 'nova-install.log')
+        with open(log, 'w') as out:
+            nova_install = subprocess.Popen(
+                pip + NOVA_PINS + FAKE_LIBVIRT_REQS, stdout=out,
+                stderr=subprocess.STDOUT)
+        self.addCleanup(nova_install.kill)
+        sdist, wheel = self.build()
+        self.check_sdist(sdist)
+        self.check_wheel(wheel)
+        if nova_install.wait():
+            with open(log) as f:
+                self.fail('installing Nova failed:\n' + f.read()[-3000:])
         site = self.probe(python, 'import json, sysconfig; print(json.dumps('
                                   'sysconfig.get_paths()["purelib"]))')
         nova_dir = os.path.join(site, 'nova')
