@@ -369,7 +369,7 @@ class TestLabCleanup(testtools.TestCase):
 class TestHelpers(testtools.TestCase):
 
     def test_prerequisite_error_names_debian_package(self):
-        self.useFixture(fixtures.MonkeyPatch('tools.bootlab.OVMF_CODE',
+        self.useFixture(fixtures.MonkeyPatch('tools.bootlab.vm.OVMF_CODE',
                                              '/nonexistent/OVMF_CODE.fd'))
         e = self.assertRaises(bootlab.PrerequisiteError,
                               bootlab.check_prerequisites, uefi=True)
