@@ -10,10 +10,12 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Shared test base: testtools + fixtures, a private [ipxe] config."""
+"""The one test base class: testtools + fixtures, a private [ipxe] config.
 
-import copy
-import json
+What tests run on (stock ISOs, network data, made-up ISOs) comes from
+``tests/samples.py``.
+"""
+
 import logging
 import os
 
@@ -23,17 +25,14 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 from nova_ipxe import conf as ipxe_conf
+from tests import samples
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_NETWORK_DATA = os.path.join(REPO, 'tools', 'demo', 'network_data.json')
-BOOKWORM_ISO = '/usr/lib/ipxe/ipxe.iso'
-TRIXIE_DIR = os.path.join(REPO, '.cache', 'trixie-ipxe')
-TRIXIE_ISO = os.path.join(TRIXIE_DIR, 'usr', 'lib', 'ipxe', 'ipxe.iso')
-
-
-def demo_network_data():
-    with open(DEMO_NETWORK_DATA) as f:
-        return json.load(f)
+# TODO(labs): callers still to move to tests/samples.py.
+REPO = samples.REPO
+DEMO_NETWORK_DATA = samples.NETWORK_DATA
+BOOKWORM_ISO = samples.BOOKWORM_ISO
+TRIXIE_DIR = samples.TRIXIE_DIR
+TRIXIE_ISO = samples.TRIXIE_ISO
 
 
 class TestCase(testtools.TestCase):
@@ -59,4 +58,5 @@ class TestCase(testtools.TestCase):
 
     @staticmethod
     def network_data():
-        return copy.deepcopy(demo_network_data())
+        """The demo instance's network data (a fresh copy)."""
+        return samples.network_data()

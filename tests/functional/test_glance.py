@@ -34,10 +34,9 @@ from nova_ipxe import cache
 from nova_ipxe import exception
 from nova_ipxe import glance
 from tests import base
-from tests.functional import faultproxy
-from tests.functional import test_boot
-from tests import isofactory
+from tests import samples
 from tools import bootlab
+from tools import faultproxy
 from tools import glancelab
 
 FILE = r'/v2/images/[0-9a-f-]+/file$'
@@ -116,10 +115,10 @@ class FetchTestCase(GlanceTestCase):
         lab.add_tap('tap0', 'br0')
         dhcp = bootlab.DhcpSentinel(lab).start()
         menu = bootlab.MenuServer(lab, '192.0.2.1', 0).start()
-        menu.set_routes({'/menu.ipxe': test_boot.BYE})
+        menu.set_routes({'/menu.ipxe': samples.BYE_MENU})
         self.flags(boot_menu_url=menu.url_for('/menu.ipxe'))
         mac = bootlab.unique_mac()
-        data = test_boot.network_data(test_boot.nic_data(
+        data = samples.network_data_of(samples.nic_data(
             mac, 'tap-a', ipv4=('192.0.2.10', 24, '192.0.2.1')))
         out = os.path.join(self.tmp, 'vm.iso')
         before = self.glance.download_count(self.bookworm)
@@ -160,7 +159,7 @@ class FetchTestCase(GlanceTestCase):
                 network_data=self.network_data()), out, self.conf)
         self.assertEqual('image', rendered.menu_url_source)
         self.assertIn(b' http://tenant.example/m?x=%24%7Bip%7D&mac=',
-                      isofactory.iso_files(out)['/nipxe.ipx'])
+                      samples.iso_files(out)['/nipxe.ipx'])
         self.flags(allow_menu_url_override=False)
         _, rendered, _ = builder.build_iso_from_image(
             self.client(), self.cache(), image, builder.Instance(
@@ -459,7 +458,7 @@ class ConcurrencyTestCase(GlanceTestCase):
             # Each ISO carries its own instance's address, in the BIOS
             # script and in the EFI image.
             n = int(name.split('.')[0])
-            files = isofactory.iso_files(os.path.join(outdir, name))
+            files = samples.iso_files(os.path.join(outdir, name))
             script = files['/nipxe.ipx'].decode()
             self.assertIn('set ip 198.51.100.%d\n' % (n + 1), script)
             self.assertIn(files['/nipxe.ipx'], files['/efi.img'])
@@ -502,7 +501,7 @@ class CliTestCase(GlanceTestCase):
         self.assertEqual(0, built.returncode, built.stderr)
         self.assertIn('BIOS yes, UEFI yes', built.stdout)
         self.assertIn(b'set ip 192.0.2.10\n',
-                      isofactory.iso_files(out)['/nipxe.ipx'])
+                      samples.iso_files(out)['/nipxe.ipx'])
         # One download; every use checked the record with Glance, with
         # the token from the environment.
         self.assertEqual(1, proxy.count('GET', FILE))

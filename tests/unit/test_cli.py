@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 from tests import base
-from tests import isofactory
+from tests import samples
 
 MENU = 'http://192.0.2.1:8080/menu.ipxe'
 
@@ -62,7 +62,7 @@ class CliTestCase(base.TestCase):
                               '--instance-uuid',
                               '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f')
         self.assertEqual(script.stdout.encode(),
-                         isofactory.iso_files(out)['/nipxe.ipx'])
+                         samples.iso_files(out)['/nipxe.ipx'])
         info = self.run_cli('inspect', out, '--json')
         self.assertEqual(0, info.returncode, info.stderr)
         info = json.loads(info.stdout)

@@ -19,7 +19,6 @@ from oslo_config import generator
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
-from nova_ipxe import image
 from tests import base
 
 GENERATOR_CONF = os.path.join(base.REPO, 'etc', 'nova-ipxe',
@@ -89,28 +88,3 @@ class ConfTestCase(base.TestCase):
         conf = self.load('[ipxe]\nboot_menu_url = http://b/m?ip=$${ip}\n')
         self.assertEqual('http://b/m?ip=${ip}',
                          builder.configured_menu_url(conf))
-
-
-class IpxeImageTestCase(base.TestCase):
-
-    def test_rule(self):
-        yes = image.is_ipxe_image
-        self.assertTrue(yes('iso', {'hw_ipxe_boot': True}))
-        self.assertTrue(yes('iso', {'hw_ipxe_boot': 'true'}))
-        self.assertTrue(yes('iso', {'ipxe_boot': 'True'}))
-        self.assertFalse(yes('iso', {'hw_ipxe_boot': 'false',
-                                     'ipxe_boot': 'no'}))
-        self.assertFalse(yes('qcow2', {'hw_ipxe_boot': 'true'}))
-        self.assertFalse(yes('iso', {}))
-        self.assertFalse(yes('iso', None))
-        self.assertFalse(yes('iso', {'hw_ipxe_boot': 'maybe'}))
-
-    def test_failure_policy(self):
-        error = exception.InvalidIso(source='x', reason='y')
-        self.assertRaises(exception.InvalidIso, builder.stock_on_failure,
-                          error, self.conf)
-        self.flags(on_build_failure='stock')
-        self.assertTrue(builder.stock_on_failure(error, self.conf))
-        # Programming errors are never papered over.
-        self.assertRaises(KeyError, builder.stock_on_failure, KeyError('k'),
-                          self.conf)

@@ -25,7 +25,7 @@ from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import iso
 from tests import base
-from tests import isofactory
+from tests import samples
 
 SCRIPT = b'#!ipxe\necho per-instance\nchain http://192.0.2.1/menu\n'
 
@@ -43,7 +43,7 @@ class IsoTestCase(base.TestCase):
         return out, result
 
     def assertBiosScript(self, out, kernel):
-        files = isofactory.iso_files(out)
+        files = samples.iso_files(out)
         cfg = files.get('/isolinux.cfg') or files.get(
             '/isolinux/isolinux.cfg')
         self.assertIn(b' KERNEL %s\n' % kernel.encode(), cfg)
@@ -104,7 +104,7 @@ class IsoTestCase(base.TestCase):
         self.assertEqual((True, [0xEF]), self.catalog(out))
         # The loaders are untouched.
         fat = esp.FatImage(files['/efi.img'])
-        source = esp.FatImage(isofactory.iso_files(
+        source = esp.FatImage(samples.iso_files(
             base.TRIXIE_ISO)['/efi.img'])
         self.assertEqual(source.read_file('/EFI/BOOT/BOOTX64.EFI'),
                          fat.read_file('/EFI/BOOT/BOOTX64.EFI'))
@@ -112,10 +112,10 @@ class IsoTestCase(base.TestCase):
     def test_trixie_uefi_off(self):
         out, result = self.build(base.TRIXIE_ISO, uefi='off')
         self.assertFalse(result.uefi)
-        self.assertNotIn('/efi.img', isofactory.iso_files(out))
+        self.assertNotIn('/efi.img', samples.iso_files(out))
 
     def test_genfsimg_layout(self):
-        source = isofactory.genfsimg_iso(self.tmp)
+        source = samples.genfsimg_iso(self.tmp)
         info = iso.BaseIso.from_path(source).describe()
         self.assertEqual('/ipxe.lkrn', info['bios']['kernel'])
         self.assertEqual('/esp.img', info['uefi']['boot_image'])
@@ -127,7 +127,7 @@ class IsoTestCase(base.TestCase):
         self.assertEfiScript(files['/esp.img'])
 
     def test_plain_iso9660_names(self):
-        source = isofactory.plain_iso(self.tmp)
+        source = samples.plain_iso(self.tmp)
         base_iso = iso.BaseIso.from_path(source)
         self.assertFalse(base_iso.rock_ridge)
         info = base_iso.describe()
@@ -145,7 +145,7 @@ class IsoTestCase(base.TestCase):
         out, _ = self.build(base.TRIXIE_ISO)
         again = os.path.join(self.tmp, 'again.iso')
         iso.BaseIso.from_path(out).build(b'#!ipxe\necho two\n', again)
-        files = isofactory.iso_files(again)
+        files = samples.iso_files(again)
         self.assertEqual(b'#!ipxe\necho two\n', files['/nipxe.ipx'])
         self.assertEqual(1, sum(1 for f in files if 'nipxe' in f))
 
@@ -156,7 +156,7 @@ class IsoTestCase(base.TestCase):
         path = os.path.join(self.tmp, 'mem.iso')
         with open(path, 'wb') as f:
             f.write(data)
-        self.assertEqual(SCRIPT, isofactory.iso_files(path)['/nipxe.ipx'])
+        self.assertEqual(SCRIPT, samples.iso_files(path)['/nipxe.ipx'])
 
 
 class BadIsoTestCase(base.TestCase):
@@ -205,13 +205,13 @@ class BadIsoTestCase(base.TestCase):
                            'cannot read it')
 
     def test_no_el_torito(self):
-        path = isofactory.write_iso(os.path.join(self.tmp, 'plain.iso'), {
+        path = samples.write_iso(os.path.join(self.tmp, 'plain.iso'), {
             ('/README.;1', '/README'): b'hello'})
         self.assertRefused(exception.InvalidIso, path, 'no El Torito')
 
     def test_no_ipxe_kernel(self):
-        isolinux, ldlinux, _ = isofactory.bookworm_parts()
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
+        isolinux, ldlinux, _ = samples.bookworm_parts()
+        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
             ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
             ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
             ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
@@ -222,8 +222,8 @@ class BadIsoTestCase(base.TestCase):
                            'is not an iPXE kernel')
 
     def test_kernel_not_on_iso(self):
-        isolinux, ldlinux, _ = isofactory.bookworm_parts()
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
+        isolinux, ldlinux, _ = samples.bookworm_parts()
+        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
             ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
             ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
             ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
@@ -232,7 +232,7 @@ class BadIsoTestCase(base.TestCase):
         self.assertRefused(exception.InvalidIso, path, 'not on the ISO')
 
     def test_bios_image_not_isolinux(self):
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
+        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
             ('/BOOT.IMG;1', '/boot.img'): b'\xeb' * 2048,
         }, bios='/BOOT.IMG;1')
         self.assertRefused(exception.InvalidIso, path, 'is not ISOLINUX')
@@ -244,9 +244,9 @@ class BadIsoTestCase(base.TestCase):
         self.assertIn('9437184 bytes', str(e))
 
     def test_efi_image_full(self):
-        isolinux, ldlinux, files = isofactory.bookworm_parts()
-        loader = isofactory.trixie_file('ipxe.efi')
-        esp_path = isofactory.fat_image(
+        isolinux, ldlinux, files = samples.bookworm_parts()
+        loader = samples.trixie_file('ipxe.efi')
+        esp_path = samples.fat_image(
             os.path.join(self.tmp, 'full.img'),
             {'/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=1000)
         # Fill every free cluster.
@@ -263,7 +263,7 @@ class BadIsoTestCase(base.TestCase):
                 break
             size -= 2048
         self.assertTrue(free.stdout)
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
+        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
             ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
             ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
             ('/ISOLINUX.CFG;1', '/isolinux.cfg'): files['/isolinux.cfg'],
@@ -306,7 +306,7 @@ class BootInfoChecksumTestCase(base.TestCase):
         original = pycdlib.pycdlib.PyCdlib.__dict__.get(
             '_calculate_eltorito_boot_info_table_csum')
         self.assertIs(iso._boot_info_table_csum, original)
-        isolinux, _, _ = isofactory.bookworm_parts()
+        isolinux, _, _ = samples.bookworm_parts()
 
         class Fake:
             logical_block_size = 2048

@@ -15,8 +15,8 @@ import urllib.parse
 from nova_ipxe import builder
 from nova_ipxe import exception
 from tests import base
+from tests import samples
 from tests.unit import ipxe_syntax
-from tests.unit import test_netdata
 
 UUID = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f'
 
@@ -84,7 +84,7 @@ class ScriptTestCase(base.TestCase):
                          self.chain_url(self.render().text))
 
     def test_dhcp_nic_identity_ip_expands_at_boot(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][1]['routes'] = []
         text = self.render(data).text
         self.assertEqual([('dhcp', '${nipxe-nic0}')],
@@ -93,11 +93,11 @@ class ScriptTestCase(base.TestCase):
         self.assertTrue(self.chain_url(text).endswith('&ip=${ip}'))
 
     def test_two_nics_menu_nic_in_standard_settings(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][0] = {
             'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
             'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
-            'network_id': test_netdata.NET_A}
+            'network_id': samples.NET_A}
         text = self.render(data).text
         sets = ipxe_syntax.command_lines(text, 'set')
         self.assertIn(('set', '${nipxe-nic0}/ip', '203.0.113.9'), sets)

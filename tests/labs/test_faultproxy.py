@@ -16,7 +16,7 @@ One Glance (tools/glancelab.py) serves the whole class; every test gets its
 own proxy.  Needs ``.venv-glance`` (``tools/install-glance.sh``) and
 Debian's ``ipxe``; a missing one is an error, not a skip.
 
-Run: ``python -m testtools.run tests.functional.test_faultproxy``.
+Run: ``python -m testtools.run tests.labs.test_faultproxy``.
 """
 
 import hashlib
@@ -25,23 +25,22 @@ import time
 
 import fixtures
 import requests
-import testtools
 
-from tests.functional import faultproxy
-from tests.functional import test_glancelab
+from tests import base
+from tests import samples
+from tools import faultproxy
 from tools import glancelab
 
 TIMEOUT = (5, 30)  # (connect, read) for every request here
 
 
-class FaultProxyTest(testtools.TestCase):
+class FaultProxyTest(base.TestCase):
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         glancelab.check_prerequisites()
-        test_glancelab.check_iso()
-        with open(test_glancelab.IPXE_ISO, 'rb') as f:
+        with open(samples.bookworm_iso(), 'rb') as f:
             cls.data = f.read()
         cls.glance = glancelab.GlanceServer().start()
         try:

@@ -10,13 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Functional tests of the boot lab (tools/bootlab.py) with real QEMU.
+"""Functional tests of the boot lab (tools/bootlab/) with real QEMU.
 
 Each test boots stock Debian iPXE (``/boot/ipxe.lkrn`` with an ``#!ipxe``
 initrd, or ``/usr/lib/ipxe/ipxe.iso``) under TCG on a private network
 namespace with no DHCP server.  Missing packages are an error, not a skip.
 
-Run: ``python -m testtools.run tests.functional.test_bootlab`` (as root).
+Run: ``python -m testtools.run tests.labs.test_bootlab`` (as root).
 Timings of every boot are attached to each test as the ``timings`` detail.
 """
 
@@ -29,13 +29,11 @@ import time
 import zlib
 
 import fixtures
-import testtools
 from testtools import content
 
+from tests import base
+from tests import samples
 from tools import bootlab
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 BOOT_TIMEOUT = 120  # TCG; a BIOS boot to the menu takes about 2 s here
 BRIDGE_V4 = '192.0.2.1/24'
 BRIDGE_V6 = '2001:db8::1/64'
@@ -74,12 +72,10 @@ def png_pixels_vary(path):
     return len(set(raw)) > 2
 
 
-class BootLabTestCase(testtools.TestCase):
+class BootLabTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(fixtures.Timeout(int(os.environ.get(
-            'OS_TEST_TIMEOUT', 600)), gentle=True))
         bootlab.check_prerequisites(kernel=True)
         self.timings = {}
         self.addDetail('timings', content.Content(
@@ -265,7 +261,7 @@ class TestTimeout(BootLabTestCase):
         self.assertIn('requests seen: none', str(e))
 
 
-class TestLabCleanup(testtools.TestCase):
+class TestLabCleanup(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -323,7 +319,7 @@ class TestLabCleanup(testtools.TestCase):
             'lab.popen(["sleep", "300"])\n'
             'print(lab.name, flush=True)\n'
             'time.sleep(300)\n')
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, '-c', code], cwd=samples.REPO,
                                 stdout=subprocess.PIPE, text=True)
         self.addCleanup(proc.kill)
         name = proc.stdout.readline().strip()
@@ -341,7 +337,7 @@ class TestLabCleanup(testtools.TestCase):
             'child = lab.popen(["sleep", "300"])\n'
             'print(lab.name, child.pid, lab.workdir, flush=True)\n'
             'time.sleep(300)\n')
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, '-c', code], cwd=samples.REPO,
                                 stdout=subprocess.PIPE, text=True)
         self.addCleanup(proc.kill)
         name, child, workdir = proc.stdout.readline().split()
@@ -366,7 +362,7 @@ class TestLabCleanup(testtools.TestCase):
         self.assertFalse(os.path.exists(workdir))
 
 
-class TestHelpers(testtools.TestCase):
+class TestHelpers(base.TestCase):
 
     def test_prerequisite_error_names_debian_package(self):
         self.useFixture(fixtures.MonkeyPatch('tools.bootlab.vm.OVMF_CODE',
