@@ -1,0 +1,1 @@
+"""Hypervisor integration: the only part of nova_ipxe that imports Nova."""
