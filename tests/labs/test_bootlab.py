@@ -310,19 +310,26 @@ class TestLabCleanup(base.TestCase):
             fixture.cleanUp()
         self.assertFalse(os.path.exists('/run/netns/' + name))
 
-    def test_namespace_gone_after_sigterm(self):
-        code = (
-            'import sys, time\n'
-            'from tools import bootlab\n'
-            'lab = bootlab.Lab().setup()\n'
-            'lab.add_bridge("br0", ipv4="192.0.2.1/24")\n'
-            'lab.popen(["sleep", "300"])\n'
-            'print(lab.name, flush=True)\n'
-            'time.sleep(300)\n')
+    def lab_owner(self, code):
+        """A lab owner process: returns it and the words it printed.
+
+        ``code`` sets up a Lab, starts a sleep in it and prints one line;
+        then the owner sleeps until the test signals it.
+        """
+        code = ('import time\n'
+                'from tools import bootlab\n' + code +
+                'time.sleep(300)\n')
         proc = subprocess.Popen([sys.executable, '-c', code], cwd=samples.REPO,
                                 stdout=subprocess.PIPE, text=True)
         self.addCleanup(proc.kill)
-        name = proc.stdout.readline().strip()
+        return proc, proc.stdout.readline().split()
+
+    def test_namespace_gone_after_sigterm(self):
+        proc, (name,) = self.lab_owner(
+            'lab = bootlab.Lab().setup()\n'
+            'lab.add_bridge("br0", ipv4="192.0.2.1/24")\n'
+            'lab.popen(["sleep", "300"])\n'
+            'print(lab.name, flush=True)\n')
         self.assertTrue(name.startswith('nipxe-'), name)
         self.assertTrue(os.path.exists('/run/netns/' + name))
         proc.terminate()
@@ -330,17 +337,10 @@ class TestLabCleanup(base.TestCase):
         self.assertFalse(os.path.exists('/run/netns/' + name))
 
     def test_reap_stale_after_sigkill(self):
-        code = (
-            'import time\n'
-            'from tools import bootlab\n'
+        proc, (name, child, workdir) = self.lab_owner(
             'lab = bootlab.Lab(keep_workdir=False).setup()\n'
             'child = lab.popen(["sleep", "300"])\n'
-            'print(lab.name, child.pid, lab.workdir, flush=True)\n'
-            'time.sleep(300)\n')
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=samples.REPO,
-                                stdout=subprocess.PIPE, text=True)
-        self.addCleanup(proc.kill)
-        name, child, workdir = proc.stdout.readline().split()
+            'print(lab.name, child.pid, lab.workdir, flush=True)\n')
         proc.kill()
         proc.wait(timeout=30)
         self.assertTrue(os.path.exists('/run/netns/' + name))
