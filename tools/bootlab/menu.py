@@ -26,8 +26,8 @@ class MenuServer(helper.Helper):
 
     ``routes`` maps a path (no query) to a body text, for example
     ``{'/menu': '#!ipxe\\nreboot\\n'}``; other paths get 404.  Every request
-    is logged (see ``tools/menu_server.py``).  ``port=0`` picks a free port
-    (see ``port`` after ``start()``).
+    is logged (see ``menu_server.py``).  ``port=0`` picks a free port (see
+    ``port`` after ``start()``).
     """
 
     mode = 'http'
