@@ -170,13 +170,18 @@ class TestStaticBoot(BootLabTestCase):
 
 class TestDhcpSentinel(BootLabTestCase):
 
-    def test_sentinel_sees_dhcpv4_discover(self):
+    def dhcp_boot(self, family):
+        """Boot a guest that runs dhcp; its first DHCPv``family`` packets."""
         vm = self.vm('#!ipxe\ndhcp || echo bootlab: dhcp failed\nreboot\n')
         vm.start()
         packets = self.dhcp.wait_for_count(1, timeout=BOOT_TIMEOUT,
-                                           family=4, vm=vm)
+                                           family=family, vm=vm)
         vm.stop()
-        self.record('dhcpv4', vm, packets[0]['time'])
+        self.record('dhcpv%d' % family, vm, packets[0]['time'])
+        return packets
+
+    def test_sentinel_sees_dhcpv4_discover(self):
+        packets = self.dhcp_boot(4)
         self.assertEqual('DHCPDISCOVER', packets[0]['msg_type'])
         self.assertEqual(self.mac, packets[0]['chaddr'])
         self.assertEqual('0.0.0.0', packets[0]['src'])
@@ -185,12 +190,7 @@ class TestDhcpSentinel(BootLabTestCase):
     def test_sentinel_sees_dhcpv6_solicit(self):
         # iPXE starts DHCPv6 only when a router advertisement says so.
         bootlab.RouterAdvertiser(self.lab, managed=True).start()
-        vm = self.vm('#!ipxe\ndhcp || echo bootlab: dhcp failed\nreboot\n')
-        vm.start()
-        packets = self.dhcp.wait_for_count(1, timeout=BOOT_TIMEOUT,
-                                           family=6, vm=vm)
-        vm.stop()
-        self.record('dhcpv6', vm, packets[0]['time'])
+        packets = self.dhcp_boot(6)
         self.assertEqual('SOLICIT', packets[0]['msg_type'])
         self.assertTrue(packets[0]['src'].startswith('fe80::'))
         self.assertGreater(self.dhcp.count(6), 0)
