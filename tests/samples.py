@@ -127,23 +127,16 @@ def nic_data(mac, link, ipv4=None, ipv6=None, network_id=None):
     """
     network_id = network_id or str(uuid.uuid4())
     networks = []
-    if ipv4:
-        address, prefix, gateway = ipv4
+    for version, any_net, address in ((4, '0.0.0.0', ipv4), (6, '::', ipv6)):
+        if not address:
+            continue
+        address, prefix, gateway = address
         networks.append({
-            'id': 'network-%s-4' % link, 'type': 'ipv4', 'link': link,
-            'ip_address': address,
+            'id': 'network-%s-%d' % (link, version),
+            'type': 'ipv%d' % version, 'link': link, 'ip_address': address,
             'netmask': str(ipaddress.ip_network(
-                '0.0.0.0/%d' % prefix).netmask),
-            'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
-                        'gateway': gateway}] if gateway else [],
-            'network_id': network_id, 'services': []})
-    if ipv6:
-        address, prefix, gateway = ipv6
-        networks.append({
-            'id': 'network-%s-6' % link, 'type': 'ipv6', 'link': link,
-            'ip_address': address,
-            'netmask': str(ipaddress.ip_network('::/%d' % prefix).netmask),
-            'routes': [{'network': '::', 'netmask': '::',
+                '%s/%d' % (any_net, prefix)).netmask),
+            'routes': [{'network': any_net, 'netmask': any_net,
                         'gateway': gateway}] if gateway else [],
             'network_id': network_id, 'services': []})
     return ({'id': link, 'vif_id': str(uuid.uuid4()), 'type': 'ovs',
