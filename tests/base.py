@@ -27,13 +27,6 @@ import testtools
 from nova_ipxe import conf as ipxe_conf
 from tests import samples
 
-# TODO(labs): callers still to move to tests/samples.py.
-REPO = samples.REPO
-DEMO_NETWORK_DATA = samples.NETWORK_DATA
-BOOKWORM_ISO = samples.BOOKWORM_ISO
-TRIXIE_DIR = samples.TRIXIE_DIR
-TRIXIE_ISO = samples.TRIXIE_ISO
-
 
 class TestCase(testtools.TestCase):
     """Each test gets its own ConfigOpts with the [ipxe] options."""

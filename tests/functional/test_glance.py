@@ -51,13 +51,13 @@ class GlanceTestCase(base.TestCase):
         cls.glance = glancelab.GlanceServer().start()
         try:
             cls.bookworm = cls.glance.create_image(
-                'ipxe-boot', base.BOOKWORM_ISO,
+                'ipxe-boot', samples.bookworm_iso(),
                 properties={'hw_ipxe_boot': 'true'})
             cls.trixie = cls.glance.create_image(
-                'ipxe-trixie', base.TRIXIE_ISO,
+                'ipxe-trixie', samples.trixie_iso(),
                 properties={'ipxe_boot': 'true'})  # the legacy name
             cls.unflagged = cls.glance.create_image('plain-iso',
-                                                    base.BOOKWORM_ISO)
+                                                    samples.bookworm_iso())
         except BaseException:
             cls.glance.stop()
             raise
@@ -150,7 +150,7 @@ class FetchTestCase(GlanceTestCase):
     def test_image_menu_url_override(self):
         # An image property is tenant input: re-encoded, no iPXE settings.
         image = self.glance.create_image(
-            'ipxe-custom', base.BOOKWORM_ISO, properties={
+            'ipxe-custom', samples.bookworm_iso(), properties={
                 'hw_ipxe_boot': 'true',
                 'ipxe_boot_menu_url': 'http://tenant.example/m?x=${ip}'})
         out = os.path.join(self.tmp, 'vm.iso')
@@ -168,7 +168,8 @@ class FetchTestCase(GlanceTestCase):
 
     def test_legacy_flag_and_uefi_image(self):
         entry = self.fetch(self.trixie)
-        self.assertEqual(os.path.getsize(base.TRIXIE_ISO), entry.info.size)
+        self.assertEqual(os.path.getsize(samples.trixie_iso()),
+                         entry.info.size)
         self.assertEqual('sha512', entry.info.hash_algo)
         self.assertCacheClean(entries=1)
 
@@ -311,7 +312,7 @@ class FaultTestCase(GlanceTestCase):
             e = self.assertRaises(exception.ImageDownloadFailed, self.fetch,
                                   self.bookworm, client=self.via(proxy))
             self.assertIn('longer than the %d bytes'
-                          % os.path.getsize(base.BOOKWORM_ISO), str(e))
+                          % os.path.getsize(samples.bookworm_iso()), str(e))
             self.assertCacheClean()
 
     def test_slower_than_read_timeout(self):
@@ -508,7 +509,7 @@ class ConcurrencyTestCase(GlanceTestCase):
              '--glance-url', self.glance.url, '--image', self.trixie,
              '--cache-dir', self.cache_dir, '--out', outdir,
              '--process', str(n), '--threads', '32', '--gate', gate],
-            cwd=base.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=samples.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True) for n in range(2)]
         open(gate, 'w').close()
         for proc in procs:
@@ -546,7 +547,7 @@ class CliTestCase(GlanceTestCase):
         env = dict(os.environ, OS_AUTH_TOKEN=token)
         return subprocess.run(
             [sys.executable, '-m', 'nova_ipxe.cli'] + list(args),
-            capture_output=True, text=True, cwd=base.REPO, env=env)
+            capture_output=True, text=True, cwd=samples.REPO, env=env)
 
     def test_fetch_then_build_by_image_id(self):
         proxy = self.proxy()
@@ -559,7 +560,7 @@ class CliTestCase(GlanceTestCase):
         out = os.path.join(self.tmp, 'vm.iso')
         built = self.run_cli(
             'build-iso', '--image', self.trixie, *common, '--network-data',
-            base.DEMO_NETWORK_DATA, '--menu-url', 'http://192.0.2.1/m',
+            samples.NETWORK_DATA, '--menu-url', 'http://192.0.2.1/m',
             '--output', out)
         self.assertEqual(0, built.returncode, built.stderr)
         self.assertIn('BIOS yes, UEFI yes', built.stdout)
@@ -601,7 +602,7 @@ class CliTestCase(GlanceTestCase):
         proc = subprocess.Popen(
             [sys.executable, '-m', 'nova_ipxe.cli', 'fetch', self.bookworm,
              '--glance-url', proxy.url, '--cache-dir', self.cache_dir],
-            cwd=base.REPO, stdout=subprocess.PIPE, stderr=slave)
+            cwd=samples.REPO, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         out, _ = proc.communicate(timeout=60)
         self.assertEqual(0, proc.returncode)

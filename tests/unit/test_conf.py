@@ -20,10 +20,11 @@ from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from tests import base
+from tests import samples
 
-GENERATOR_CONF = os.path.join(base.REPO, 'etc', 'nova-ipxe',
+GENERATOR_CONF = os.path.join(samples.REPO, 'etc', 'nova-ipxe',
                               'nova-ipxe-config-generator.conf')
-SAMPLE = os.path.join(base.REPO, 'etc', 'nova-ipxe',
+SAMPLE = os.path.join(samples.REPO, 'etc', 'nova-ipxe',
                       'nova-ipxe.conf.sample')
 
 

@@ -79,13 +79,13 @@ class IsoTestCase(base.TestCase):
 
     def test_bookworm(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         info = base_iso.describe()
         self.assertEqual('/ipxe.krn', info['bios']['kernel'])
         self.assertEqual('/isolinux.cfg', info['bios']['config'])
         self.assertFalse(info['uefi']['script_injection'])
         self.assertIn('predates autoexec.ipxe', info['uefi']['reason'])
-        out, result = self.build(base.BOOKWORM_ISO)
+        out, result = self.build(samples.bookworm_iso())
         self.assertEqual((True, False), (result.bios, result.uefi))
         self.assertIn('dropping the UEFI boot entry', logger.output)
         files = self.assertBiosScript(out, '/ipxe.krn')
@@ -94,14 +94,14 @@ class IsoTestCase(base.TestCase):
 
     def test_bookworm_uefi_require(self):
         e = self.assertRaises(exception.UefiUnsupported, self.build,
-                              base.BOOKWORM_ISO, uefi='require')
+                              samples.bookworm_iso(), uefi='require')
         self.assertIn('predates autoexec.ipxe', str(e))
         self.assertEqual([], os.listdir(self.tmp))
 
     def test_trixie(self):
-        info = iso.BaseIso.from_path(base.TRIXIE_ISO).describe()
+        info = iso.BaseIso.from_path(samples.trixie_iso()).describe()
         self.assertTrue(info['uefi']['script_injection'])
-        out, result = self.build(base.TRIXIE_ISO)
+        out, result = self.build(samples.trixie_iso())
         self.assertEqual((True, True), (result.bios, result.uefi))
         files = self.assertBiosScript(out, '/ipxe.krn')
         self.assertEfiScript(files['/efi.img'])
@@ -109,12 +109,12 @@ class IsoTestCase(base.TestCase):
         # The loaders are untouched.
         fat = esp.FatImage(files['/efi.img'])
         source = esp.FatImage(samples.iso_files(
-            base.TRIXIE_ISO)['/efi.img'])
+            samples.trixie_iso())['/efi.img'])
         self.assertEqual(source.read_file('/EFI/BOOT/BOOTX64.EFI'),
                          fat.read_file('/EFI/BOOT/BOOTX64.EFI'))
 
     def test_trixie_uefi_off(self):
-        out, result = self.build(base.TRIXIE_ISO, uefi='off')
+        out, result = self.build(samples.trixie_iso(), uefi='off')
         self.assertFalse(result.uefi)
         self.assertNotIn('/efi.img', samples.iso_files(out))
 
@@ -146,7 +146,7 @@ class IsoTestCase(base.TestCase):
             rebuilt.lookup('/nipxe.ipx'))))
 
     def test_rebuild_own_output(self):
-        out, _ = self.build(base.TRIXIE_ISO)
+        out, _ = self.build(samples.trixie_iso())
         again = os.path.join(self.tmp, 'again.iso')
         iso.BaseIso.from_path(out).build(b'#!ipxe\necho two\n', again)
         files = samples.iso_files(again)
@@ -154,7 +154,7 @@ class IsoTestCase(base.TestCase):
         self.assertEqual(1, sum(1 for f in files if 'nipxe' in f))
 
     def test_build_bytes_matches_file(self):
-        base_iso = iso.BaseIso.from_path(base.TRIXIE_ISO)
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
         data, result = base_iso.build_bytes(SCRIPT)
         self.assertTrue(result.uefi)
         path = os.path.join(self.tmp, 'mem.iso')
@@ -187,7 +187,7 @@ class BadIsoTestCase(base.TestCase):
             os.urandom(64 * 1024)), 'not a readable ISO 9660 image')
         # A valid volume descriptor over garbage: pycdlib's own errors
         # become the same typed error.
-        data = bytearray(open(base.BOOKWORM_ISO, 'rb').read())
+        data = bytearray(open(samples.bookworm_iso(), 'rb').read())
         data[17 * 2048:40 * 2048] = os.urandom(23 * 2048)
         self.assertRefused(exception.InvalidIso, self.source(
             bytes(data), 'garbled.iso'), 'is not a usable iPXE ISO')
@@ -197,7 +197,7 @@ class BadIsoTestCase(base.TestCase):
                            'not a readable ISO 9660 image')
 
     def test_truncated(self):
-        data = open(base.TRIXIE_ISO, 'rb').read()
+        data = open(samples.trixie_iso(), 'rb').read()
         e = self.assertRefused(exception.InvalidIso,
                                self.source(data[:len(data) // 2]),
                                'is not a usable iPXE ISO')
@@ -242,7 +242,7 @@ class BadIsoTestCase(base.TestCase):
         self.assertRefused(exception.InvalidIso, path, 'is not ISOLINUX')
 
     def test_too_large(self):
-        e = self.assertRefused(exception.IsoTooLarge, base.TRIXIE_ISO,
+        e = self.assertRefused(exception.IsoTooLarge, samples.trixie_iso(),
                                'more than [ipxe] max_iso_size',
                                max_size=1024 * 1024)
         self.assertIn('9437184 bytes', str(e))
@@ -287,8 +287,8 @@ class BadIsoTestCase(base.TestCase):
             raise OSError(28, 'No space left on device')
         self.useFixture(fixtures.MonkeyPatch(
             'pycdlib.PyCdlib.write_fp', fail))
-        e = self.assertRaises(exception.IsoBuildFailed,
-                              iso.BaseIso.from_path(base.BOOKWORM_ISO).build,
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
+        e = self.assertRaises(exception.IsoBuildFailed, base_iso.build,
                               SCRIPT, out)
         self.assertIn('No space left on device', str(e))
         self.assertEqual(['new.iso'], os.listdir(self.tmp))
@@ -297,7 +297,7 @@ class BadIsoTestCase(base.TestCase):
     def test_output_directory_missing(self):
         e = self.assertRaises(
             exception.IsoBuildFailed,
-            iso.BaseIso.from_path(base.BOOKWORM_ISO).build, SCRIPT,
+            iso.BaseIso.from_path(samples.bookworm_iso()).build, SCRIPT,
             os.path.join(self.tmp, 'missing', 'new.iso'))
         self.assertIn('No such file or directory', str(e))
 
@@ -329,7 +329,7 @@ class BootInfoChecksumTestCase(base.TestCase):
     def test_plain_pycdlib_untouched(self):
         # A build happens first: nothing it does may change pycdlib for
         # the other users of the process (nova-compute).
-        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        iso.BaseIso.from_path(samples.bookworm_iso()).build_bytes(SCRIPT)
         method = pycdlib.PyCdlib.__dict__[
             '_calculate_eltorito_boot_info_table_csum']
         self.assertEqual('pycdlib.pycdlib', method.__module__)
@@ -385,7 +385,7 @@ class MutatedIsoTestCase(base.TestCase):
 
     def source(self):
         if not hasattr(type(self), '_source'):
-            with open(base.BOOKWORM_ISO, 'rb') as f:
+            with open(samples.bookworm_iso(), 'rb') as f:
                 type(self)._source = f.read()
         return self._source
 
@@ -500,7 +500,8 @@ class HostileIsoTestCase(base.TestCase):
         self.assertInvalid(bytes(data), 'boot catalog does not end')
 
     def test_gpt_partition_count_bounded(self):
-        out, _ = iso.BaseIso.from_path(base.TRIXIE_ISO).build_bytes(SCRIPT)
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        out, _ = base_iso.build_bytes(SCRIPT)
         data = bytearray(out)
         self.assertEqual(b'EFI PART', data[512:520])   # isohybrid, UEFI
         backup = int.from_bytes(data[544:552], 'little') * 512
@@ -541,8 +542,8 @@ class HostileIsoTestCase(base.TestCase):
             return real(fd, limit, *args)
         self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso._read_at_most',
                                              spy))
-        limit = os.path.getsize(base.BOOKWORM_ISO) + 10
-        iso.BaseIso.from_path(base.BOOKWORM_ISO, max_size=limit)
+        limit = os.path.getsize(samples.bookworm_iso()) + 10
+        iso.BaseIso.from_path(samples.bookworm_iso(), max_size=limit)
         self.assertEqual([limit + 1], calls)
         # A file that grows after the size check is cut at max_size + 1.
         path = os.path.join(self.tmp, 'big')
@@ -619,7 +620,7 @@ class HostileIsoTestCase(base.TestCase):
         self.assertLess(len(out), 2 * 2 ** 20)  # the EFI image is dropped
 
     def test_output_bounded_while_writing(self):
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         self.useFixture(fixtures.MonkeyPatch(
             'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
         out = os.path.join(self.tmp, 'out.iso')
@@ -627,7 +628,7 @@ class HostileIsoTestCase(base.TestCase):
         self.assertEqual([], os.listdir(self.tmp))
 
     def test_pycdlib_failure_while_rebuilding_is_typed(self):
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         out = os.path.join(self.tmp, 'out.iso')
         for method in ('add_fp', 'write_fp'):
             def trip(*args, **kwargs):
@@ -643,7 +644,7 @@ class HostileIsoTestCase(base.TestCase):
 class ImmutableBaseTestCase(base.TestCase):
 
     def test_layout_is_frozen(self):
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         self.assertRaises(AttributeError, setattr, base_iso, 'efi', None)
         self.assertRaises(AttributeError, setattr, base_iso, 'new', 1)
         self.assertRaises(AttributeError, delattr, base_iso, 'layout')
@@ -655,9 +656,9 @@ class ImmutableBaseTestCase(base.TestCase):
 
     def test_uefi_warning_once_per_base(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        first = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        first = iso.BaseIso.from_path(samples.bookworm_iso())
         for _ in range(3):
             first.build_bytes(SCRIPT)
         self.assertEqual(1, logger.output.count('dropping the UEFI boot'))
-        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        iso.BaseIso.from_path(samples.bookworm_iso()).build_bytes(SCRIPT)
         self.assertEqual(2, logger.output.count('dropping the UEFI boot'))

@@ -457,7 +457,7 @@ def _nested(depth):
     return value
 
 
-DEMO_PATHS = list(_paths(base.demo_network_data()))[1:]
+DEMO_PATHS = list(_paths(samples.network_data()))[1:]
 fuzz_values = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(),
     st.integers(min_value=10 ** 30), st.text(max_size=30),
