@@ -49,6 +49,16 @@ class TestCase(testtools.TestCase):
     def flags(self, group='ipxe', **kw):
         self.conf_fixture.config(group=group, **kw)
 
+    def load_conf(self, text):
+        """A ConfigOpts with the [ipxe] options, read from ``text``."""
+        path = os.path.join(self.tmp, 'nova.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        conf = cfg.ConfigOpts()
+        ipxe_conf.register_opts(conf)
+        conf([], default_config_files=[path])
+        return conf
+
     @staticmethod
     def network_data():
         """The demo instance's network data (a fresh copy)."""

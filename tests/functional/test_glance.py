@@ -49,23 +49,16 @@ class GlanceTestCase(base.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.glance = glancelab.GlanceServer().start()
-        try:
-            cls.bookworm = cls.glance.create_image(
-                'ipxe-boot', samples.bookworm_iso(),
-                properties={'hw_ipxe_boot': 'true'})
-            cls.trixie = cls.glance.create_image(
-                'ipxe-trixie', samples.trixie_iso(),
-                properties={'ipxe_boot': 'true'})  # the legacy name
-            cls.unflagged = cls.glance.create_image('plain-iso',
-                                                    samples.bookworm_iso())
-        except BaseException:
-            cls.glance.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.glance.stop()
-        super().tearDownClass()
+        # Class cleanups run also when the rest of setUpClass fails.
+        cls.addClassCleanup(cls.glance.stop)
+        cls.bookworm = cls.glance.create_image(
+            'ipxe-boot', samples.bookworm_iso(),
+            properties={'hw_ipxe_boot': 'true'})
+        cls.trixie = cls.glance.create_image(
+            'ipxe-trixie', samples.trixie_iso(),
+            properties={'ipxe_boot': 'true'})  # the legacy name
+        cls.unflagged = cls.glance.create_image('plain-iso',
+                                                samples.bookworm_iso())
 
     def setUp(self):
         super().setUp()

@@ -43,19 +43,12 @@ class FaultProxyTest(base.TestCase):
         with open(samples.bookworm_iso(), 'rb') as f:
             cls.data = f.read()
         cls.glance = glancelab.GlanceServer().start()
-        try:
-            cls.image_id = cls.glance.create_image(
-                'ipxe', cls.data, properties={'hw_ipxe_boot': 'true'})
-        except BaseException:
-            cls.glance.stop()
-            raise
+        # Class cleanups run also when the rest of setUpClass fails.
+        cls.addClassCleanup(cls.glance.stop)
+        cls.image_id = cls.glance.create_image(
+            'ipxe', cls.data, properties={'hw_ipxe_boot': 'true'})
         cls.record_path = '/v2/images/%s' % cls.image_id
         cls.file_path = cls.record_path + '/file'
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.glance.stop()
-        super().tearDownClass()
 
     def setUp(self):
         super().setUp()

@@ -30,15 +30,6 @@ SAMPLE = os.path.join(samples.REPO, 'etc', 'nova-ipxe',
 
 class ConfTestCase(base.TestCase):
 
-    def load(self, text):
-        path = os.path.join(self.tmp, 'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf = cfg.ConfigOpts()
-        ipxe_conf.register_opts(conf)
-        conf([], default_config_files=[path])
-        return conf
-
     def test_sample_is_current(self):
         out = os.path.join(self.tmp, 'sample')
         generator.main(['--config-file', GENERATOR_CONF,
@@ -58,15 +49,16 @@ class ConfTestCase(base.TestCase):
         self.assertEqual(['ipxe_mkisofs_cmd'], groups['xenserver'])
 
     def test_2013_names_are_aliases(self):
-        conf = self.load('[xenserver]\n'
-                         'ipxe_boot_menu_url = http://old.example/menu\n'
-                         'ipxe_network_name = boot-net\n')
+        conf = self.load_conf('[xenserver]\n'
+                              'ipxe_boot_menu_url = http://old.example/menu\n'
+                              'ipxe_network_name = boot-net\n')
         self.assertEqual('http://old.example/menu', conf.ipxe.boot_menu_url)
         self.assertEqual('boot-net', conf.ipxe.menu_network)
 
     def test_mkisofs_cmd_reported_and_ignored(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        conf = self.load('[xenserver]\nipxe_mkisofs_cmd = /usr/bin/mkisofs\n')
+        conf = self.load_conf(
+            '[xenserver]\nipxe_mkisofs_cmd = /usr/bin/mkisofs\n')
         self.assertEqual(['xenserver.ipxe_mkisofs_cmd'],
                          ipxe_conf.report_obsolete(conf))
         self.assertIn('ipxe_mkisofs_cmd = /usr/bin/mkisofs is obsolete and '
@@ -74,18 +66,19 @@ class ConfTestCase(base.TestCase):
         self.assertEqual([], ipxe_conf.report_obsolete(self.conf))
 
     def test_choices_enforced(self):
-        conf = self.load('[ipxe]\non_chain_failure = poweroff\n')
+        conf = self.load_conf('[ipxe]\non_chain_failure = poweroff\n')
         self.assertRaises(cfg.ConfigFileValueError,
                           lambda: conf.ipxe.on_chain_failure)
 
     def test_dollar_in_menu_url(self):
-        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?ip=${ip}\n')
+        conf = self.load_conf('[ipxe]\nboot_menu_url = http://b/m?ip=${ip}\n')
         e = self.assertRaises(exception.ConfigError,
                               builder.configured_menu_url, conf)
         self.assertIn('$${name}', str(e))
-        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?g=${grp.opt}\n')
+        conf = self.load_conf(
+            '[ipxe]\nboot_menu_url = http://b/m?g=${grp.opt}\n')
         self.assertRaises(exception.ConfigError,
                           builder.configured_menu_url, conf)
-        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?ip=$${ip}\n')
+        conf = self.load_conf('[ipxe]\nboot_menu_url = http://b/m?ip=$${ip}\n')
         self.assertEqual('http://b/m?ip=${ip}',
                          builder.configured_menu_url(conf))
