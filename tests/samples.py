@@ -240,6 +240,20 @@ def bookworm_parts():
     return files['/isolinux.bin'], files['/ldlinux.c32'], files
 
 
+def isolinux_iso(path, cfg, files=None, efi=None):
+    """An ISO booting bookworm's ISOLINUX with ``cfg`` as isolinux.cfg.
+
+    ``files`` adds {(iso_path, rr_path): bytes}; ``efi`` names one of them
+    as the UEFI boot image.
+    """
+    isolinux, ldlinux, _ = bookworm_parts()
+    layout = {('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
+              ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
+              ('/ISOLINUX.CFG;1', '/isolinux.cfg'): cfg}
+    layout.update(files or {})
+    return write_iso(path, layout, bios='/ISOLINUX.BIN;1', efi=efi)
+
+
 def genfsimg_iso(tmp):
     """Upstream ``make bin/ipxe.iso`` (2021+) layout.
 

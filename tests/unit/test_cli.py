@@ -310,15 +310,12 @@ class HostileCliTestCase(CliTestCase):
                 self.assertEqual('the previous ISO', f.read())
 
     def test_inspect_escapes_names_from_the_iso(self):
-        isolinux, ldlinux, files = samples.bookworm_parts()
-        evil = samples.write_iso(os.path.join(self.tmp, 'evil.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
-                b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /ipxe.krn\n',
-            ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
-            ('/EVIL.TXT;1', '/e\x1b[2J\nforged'): b'x'},
-            bios='/ISOLINUX.BIN;1')
+        _, _, files = samples.bookworm_parts()
+        evil = samples.isolinux_iso(
+            os.path.join(self.tmp, 'evil.iso'),
+            b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /ipxe.krn\n', {
+                ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
+                ('/EVIL.TXT;1', '/e\x1b[2J\nforged'): b'x'})
         result = self.run_cli('inspect', evil)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertNotIn('\x1b', result.stdout)

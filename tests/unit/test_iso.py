@@ -216,25 +216,18 @@ class BadIsoTestCase(base.TestCase):
         self.assertRefused(exception.InvalidIso, path, 'no El Torito')
 
     def test_no_ipxe_kernel(self):
-        isolinux, ldlinux, _ = samples.bookworm_parts()
-        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
-                b'DEFAULT linux\nLABEL linux\n KERNEL vmlinuz\n',
-            ('/VMLINUZ.;1', '/vmlinuz'): b'\0' * 0x202 + b'HdrS' + b'\0' * 99,
-        }, bios='/ISOLINUX.BIN;1')
+        path = samples.isolinux_iso(
+            os.path.join(self.tmp, 'x.iso'),
+            b'DEFAULT linux\nLABEL linux\n KERNEL vmlinuz\n', {
+                ('/VMLINUZ.;1', '/vmlinuz'):
+                    b'\0' * 0x202 + b'HdrS' + b'\0' * 99})
         self.assertRefused(exception.InvalidIso, path,
                            'is not an iPXE kernel')
 
     def test_kernel_not_on_iso(self):
-        isolinux, ldlinux, _ = samples.bookworm_parts()
-        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
-                b'DEFAULT ipxe\nLABEL ipxe\n KERNEL ../../etc/passwd\n',
-        }, bios='/ISOLINUX.BIN;1')
+        path = samples.isolinux_iso(
+            os.path.join(self.tmp, 'x.iso'),
+            b'DEFAULT ipxe\nLABEL ipxe\n KERNEL ../../etc/passwd\n')
         self.assertRefused(exception.InvalidIso, path, 'not on the ISO')
 
     def test_bios_image_not_isolinux(self):
@@ -250,7 +243,7 @@ class BadIsoTestCase(base.TestCase):
         self.assertIn('9437184 bytes', str(e))
 
     def test_efi_image_full(self):
-        isolinux, ldlinux, files = samples.bookworm_parts()
+        _, _, files = samples.bookworm_parts()
         loader = samples.trixie_file('ipxe.efi')
         esp_path = samples.fat_image(
             os.path.join(self.tmp, 'full.img'),
@@ -269,13 +262,11 @@ class BadIsoTestCase(base.TestCase):
                 break
             size -= 2048
         self.assertTrue(free.stdout)
-        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'): files['/isolinux.cfg'],
-            ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
-            ('/EFI.IMG;1', '/efi.img'): open(esp_path, 'rb').read(),
-        }, bios='/ISOLINUX.BIN;1', efi='/EFI.IMG;1')
+        path = samples.isolinux_iso(
+            os.path.join(self.tmp, 'x.iso'), files['/isolinux.cfg'], {
+                ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
+                ('/EFI.IMG;1', '/efi.img'): open(esp_path, 'rb').read(),
+            }, efi='/EFI.IMG;1')
         self.assertRefused(exception.EfiImageFull, path, 'has no room for '
                            'autoexec.ipxe')
 
