@@ -20,9 +20,10 @@ import uuid
 
 from nova_ipxe import builder
 from tests import base
+from tests import samples
 from tools import bootlab
 
-MENU = os.path.join(base.REPO, 'devstack', 'files', 'menu.ipxe')
+MENU = os.path.join(samples.REPO, 'devstack', 'files', 'menu.ipxe')
 BOOT_TIMEOUT = 180
 
 
@@ -38,11 +39,11 @@ class TestDemoMenu(base.TestCase):
         with open(MENU) as f:
             menu.set_routes({'/nova-ipxe/menu.ipxe': f.read()})
         mac = bootlab.unique_mac()
-        data = base.demo_network_data()
+        data = samples.network_data()
         data['links'][0]['ethernet_mac_address'] = mac
         self.flags(boot_menu_url=menu.url_for('/nova-ipxe/menu.ipxe'))
         iso = os.path.join(self.tmp, 'instance.iso')
-        builder.build_iso(base.BOOKWORM_ISO, builder.Instance(
+        builder.build_iso(samples.bookworm_iso(), builder.Instance(
             network_data=data, uuid=str(uuid.uuid4()), hostname='vm-1'),
             iso, self.conf)
 

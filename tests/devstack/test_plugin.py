@@ -38,13 +38,14 @@ from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import image
 from nova_ipxe import menuurl
 from tests import base
+from tests import samples
 from tests.unit import ipxe_syntax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN_PHASE = os.path.join(HERE, 'run-phase.sh')
-PLUGIN_FILES = [os.path.join(base.REPO, 'devstack', 'plugin.sh'),
-                os.path.join(base.REPO, 'devstack', 'settings')]
-MENU = os.path.join(base.REPO, 'devstack', 'files', 'menu.ipxe')
+PLUGIN_FILES = [os.path.join(samples.REPO, 'devstack', 'plugin.sh'),
+                os.path.join(samples.REPO, 'devstack', 'settings')]
+MENU = os.path.join(samples.REPO, 'devstack', 'files', 'menu.ipxe')
 
 # nova.conf as devstack's configure_nova leaves it before post-config.
 NOVA_CONF = '''[DEFAULT]
@@ -66,7 +67,7 @@ class PluginTestCase(base.TestCase):
         self.data_dir = os.path.join(self.dest, 'data')
         os.makedirs(self.data_dir)
         # enable_plugin clones this repository to $DEST/nova-ipxe.
-        os.symlink(base.REPO, os.path.join(self.dest, 'nova-ipxe'))
+        os.symlink(samples.REPO, os.path.join(self.dest, 'nova-ipxe'))
         # devstack's Nova checkout: nova is a regular package.
         self.nova_src = os.path.join(self.dest, 'nova')
         self.nova_virt = os.path.join(self.nova_src, 'nova', 'virt')
@@ -140,7 +141,7 @@ class PluginTestCase(base.TestCase):
         if os.path.exists(self.calls_file):
             os.unlink(self.calls_file)
 
-    def load_conf(self, path):
+    def read_nova_conf(self, path):
         """``path`` read by oslo.config with nova-ipxe's options."""
         conf = cfg.ConfigOpts()
         ipxe_conf.register_opts(conf)
@@ -159,7 +160,7 @@ class PluginTestCase(base.TestCase):
         self.assertEqual([], cloud['subnets'])
         self.assertEqual([], cloud['routers'][0]['subnets'])
         for path in (self.nova_conf, self.nova_cpu_conf):
-            conf = self.load_conf(path)
+            conf = self.read_nova_conf(path)
             self.assertEqual('libvirt.LibvirtDriver', conf.compute_driver)
             self.assertIsNone(conf.ipxe.boot_menu_url)
             with open(path) as f:
@@ -172,7 +173,7 @@ class TestStack(PluginTestCase):
 
     def test_nova_conf(self):
         self.run_phase('stack')
-        conf = self.load_conf(self.nova_conf)
+        conf = self.read_nova_conf(self.nova_conf)
         self.assertEqual('ipxe.LibvirtDriver', conf.compute_driver)
         url = builder.configured_menu_url(conf)
         self.assertEqual('http://192.0.2.10/nova-ipxe/menu.ipxe', url)
@@ -206,7 +207,7 @@ class TestStack(PluginTestCase):
             env=dict(os.environ, PYTHONPATH=self.nova_src),
             capture_output=True, text=True, check=True).stdout.split('\n')
         self.assertEqual(
-            os.path.join(base.REPO, 'nova', 'virt', 'ipxe', '__init__.py'),
+            os.path.join(samples.REPO, 'nova', 'virt', 'ipxe', '__init__.py'),
             os.path.realpath(out[0]))
         self.assertEqual("['LibvirtDriver', 'XenAPIDriver']", out[1])
 
@@ -238,8 +239,8 @@ class TestStack(PluginTestCase):
         self.assertTrue(image.is_ipxe_image(img['disk_format'],
                                             img['properties']))
         # The distribution's ISO, whole, and one the core can parse.
-        self.assertEqual(base.BOOKWORM_ISO, img['file'])
-        with open(base.BOOKWORM_ISO, 'rb') as f:
+        self.assertEqual(samples.bookworm_iso(), img['file'])
+        with open(samples.bookworm_iso(), 'rb') as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(),
                              img['sha256'])
         builder.load_base(img['file'], self.conf)
@@ -296,7 +297,7 @@ class TestStack(PluginTestCase):
                        NOVA_IPXE_DNS_SERVER='192.0.2.53',
                        NOVA_IPXE_SUBNET_RANGE='198.51.100.0/24',
                        NOVA_IPXE_SUBNET_GATEWAY='198.51.100.1')
-        conf = self.load_conf(self.nova_conf)
+        conf = self.read_nova_conf(self.nova_conf)
         # $$ survives: oslo.config hands iPXE its ${net0/mac}.
         self.assertEqual('https://boot.example.org/m?mac=${net0/mac}',
                          conf.ipxe.boot_menu_url)
@@ -318,7 +319,7 @@ class TestStack(PluginTestCase):
 
     def test_ipv6_service_host_bracketed(self):
         self.run_phase('stack', SERVICE_HOST='2001:db8::10')
-        conf = self.load_conf(self.nova_conf)
+        conf = self.read_nova_conf(self.nova_conf)
         self.assertEqual('http://[2001:db8::10]/nova-ipxe/menu.ipxe',
                          conf.ipxe.boot_menu_url)
         menuurl.operator_url(conf.ipxe.boot_menu_url)
@@ -435,7 +436,7 @@ class TestUnstackAndClean(PluginTestCase):
             f.write(text.replace('ipxe.LibvirtDriver', 'fake.FakeDriver'))
         self.run_phase('unstack')
         self.assertEqual('fake.FakeDriver',
-                         self.load_conf(self.nova_conf).compute_driver)
+                         self.read_nova_conf(self.nova_conf).compute_driver)
 
 
 class TestFiles(base.TestCase):
@@ -443,14 +444,15 @@ class TestFiles(base.TestCase):
     def test_shellcheck(self):
         files = PLUGIN_FILES + sorted(glob.glob(os.path.join(HERE, '*.sh')))
         proc = subprocess.run(
-            ['shellcheck', '--shell=bash', '--external-sources'] + files,
-            cwd=base.REPO, capture_output=True, text=True)
+            [samples.require_tool('shellcheck'), '--shell=bash',
+             '--external-sources'] + files,
+            cwd=samples.REPO, capture_output=True, text=True)
         self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
 
     def test_every_setting_documented(self):
         with open(PLUGIN_FILES[1]) as f:
             settings = set(re.findall(r'^(NOVA_IPXE_\w+)=', f.read(), re.M))
-        with open(os.path.join(base.REPO, 'devstack', 'README.rst')) as f:
+        with open(os.path.join(samples.REPO, 'devstack', 'README.rst')) as f:
             readme = set(re.findall(r'``(NOVA_IPXE_\w+)``', f.read()))
         # NOVA_IPXE_DIR is enable_plugin's clone, not a choice.
         self.assertEqual(settings - {'NOVA_IPXE_DIR'}, readme)

@@ -28,6 +28,7 @@ import venv
 import zipfile
 
 from tests import base
+from tests import samples
 
 # DESIGN 7b: SQLAlchemy 2.1 breaks Nova 34.
 NOVA_PINS = ['nova>=34.0.0,<35', 'SQLAlchemy<2.1']
@@ -35,7 +36,7 @@ NOVA_PINS = ['nova>=34.0.0,<35', 'SQLAlchemy<2.1']
 # Nova itself.
 FAKE_LIBVIRT_REQS = ['fixtures', 'testtools', 'testscenarios',
                      'wsgi-intercept']
-LIBVIRT_DRIVER = os.path.join(base.REPO, 'nova_ipxe', 'virt', 'libvirt.py')
+LIBVIRT_DRIVER = os.path.join(samples.REPO, 'nova_ipxe', 'virt', 'libvirt.py')
 
 # Run inside the fresh venv: load a driver as nova-compute does
 # (nova.virt.driver.load_compute_driver), with Nova's own fake libvirt
@@ -100,7 +101,7 @@ class TestWheel(base.TestCase):
         # From a clone, as a release is built: pbr takes the version and
         # the file list from git, and the work tree stays clean.
         src = os.path.join(self.tmp, 'src')
-        self.run_ok(['git', 'clone', '-q', base.REPO, src])
+        self.run_ok(['git', 'clone', '-q', samples.REPO, src])
         dist = os.path.join(self.tmp, 'dist')
         self.run_ok([sys.executable, '-m', 'build', '--no-isolation',
                      '--outdir', dist, src])
