@@ -186,7 +186,7 @@ function unconfigure_nova_ipxe {
         disable_apache_site "$NOVA_IPXE_APACHE_SITE"
         sudo rm -f "$site"
     fi
-    rm -rf "$NOVA_IPXE_DATA_DIR/www"
+    rm -rf "${NOVA_IPXE_DATA_DIR:?}/www"
 }
 
 # clean: after unstack, remove the installation itself.
@@ -197,7 +197,7 @@ function cleanup_nova_ipxe {
         rm -f "$virt_dir/ipxe"
     fi
     pip_uninstall nova-ipxe
-    rm -rf "$NOVA_IPXE_DATA_DIR"
+    rm -rf "${NOVA_IPXE_DATA_DIR:?}"
 }
 
 if is_service_enabled nova-ipxe; then
