@@ -39,6 +39,7 @@ from oslo_log import log as logging
 import pycdlib
 from pycdlib import pycdlibexception
 
+from nova_ipxe import capabilities as ipxe_caps
 from nova_ipxe import esp
 from nova_ipxe import exception
 
@@ -452,6 +453,27 @@ class BaseIso:
                                   'support (iPXE before 2021)')
         return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True)
 
+    def capabilities(self):
+        """{'bios': Capabilities or None, 'uefi': ...}, read once."""
+        caps = getattr(self, '_capabilities', None)
+        if caps is None:
+            caps = {'bios': None, 'uefi': None}
+            if self.bios:
+                caps['bios'] = ipxe_caps.read(
+                    self.file_bytes(self.bios.kernel), self.bios.kernel.path)
+            if self.efi and self.efi.loader:
+                name = '%s:%s' % (self.efi.image.path, self.efi.loader)
+                try:
+                    loader = esp.FatImage(self.file_bytes(self.efi.image),
+                                          self.efi.image.path,
+                                          writable=False).read_file(
+                                              self.efi.loader)
+                    caps['uefi'] = ipxe_caps.read(loader, name)
+                except exception.EfiImageError as e:
+                    caps['uefi'] = ipxe_caps.unknown(name, e.message)
+            self._capabilities = caps
+        return caps
+
     def describe(self):
         """What was found, for ``nova-ipxe inspect``."""
         info = {
@@ -471,11 +493,15 @@ class BaseIso:
                             'kernel': self.bios.kernel.path,
                             'kernel_size': self.bios.kernel.length,
                             'script_injection': True}
+            caps = self.capabilities()['bios']
+            info['bios']['ipxe'] = caps and caps.describe()
         if self.efi:
             info['uefi'] = {'boot_image': self.efi.image.path,
                             'loader': self.efi.loader,
                             'script_injection': self.efi.autoexec,
                             'reason': self.efi.reason}
+            caps = self.capabilities()['uefi']
+            info['uefi']['ipxe'] = caps and caps.describe()
         return info
 
     # -- building ------------------------------------------------------

@@ -31,10 +31,12 @@ class ScriptTestCase(base.TestCase):
         return builder.render_script(instance, self.conf)
 
     def chain_url(self, text):
-        chains = ipxe_syntax.command_lines(text, 'chain')
-        self.assertEqual(1, len(chains))
-        self.assertEqual(('chain', '--timeout', '30000'), chains[0][:3])
-        return chains[0][3]
+        fetches = ipxe_syntax.command_lines(text, 'imgfetch')
+        self.assertEqual(1, len(fetches))
+        self.assertEqual(('imgfetch', '--name', 'nipxe-menu', '--timeout',
+                          '30000'), fetches[0][:5])
+        self.assertEqual([], ipxe_syntax.command_lines(text, 'chain'))
+        return fetches[0][5]
 
     def test_static_nic_found_by_mac_never_dhcp(self):
         text = self.render().text
@@ -116,10 +118,11 @@ class ScriptTestCase(base.TestCase):
             self.assertIn(('iseq', '${nipxe-try}', '5'),
                           ipxe_syntax.command_lines(text, 'iseq'))
             items = ipxe_syntax.commands(text)
-            failed = items.index(('label', 'menu_failed'))
-            done = items.index(('label', 'menu_done'))
-            fallback = [i[1] for i in items[failed:done] if i[0] == 'cmd']
-            self.assertIn(tail, fallback, policy)
+            fallback = items.index(('label', 'menu_fallback'))
+            cmds = [i[1] for i in items[fallback:] if i[0] == 'cmd']
+            self.assertIn(tail, cmds, policy)
+            # Nothing after the fallback goes back to fetching the menu.
+            self.assertNotIn(('goto', 'menu_fetch'), cmds)
 
     def test_tenant_override(self):
         text = self.render(server_metadata={
