@@ -23,8 +23,12 @@ fallback ran once.  The boot banner of each iPXE is compared with what
 :mod:`nova_ipxe.capabilities` reads from the binary.
 """
 
+import json
+import os
 import re
 import urllib.parse
+
+import fixtures
 
 from nova_ipxe import capabilities
 from nova_ipxe import iso
@@ -64,10 +68,24 @@ exit %(exit)s
 REPORT = '#!ipxe\necho nova-ipxe-test: report received\n'
 
 
+CONSOLE_COLUMNS = 80
+
+
 def banner_features(serial):
-    """The feature names of the first iPXE banner on the console."""
-    match = re.search(r'Features:([^\r\n]*)', serial)
-    return match and match.group(1).split()
+    """The feature names of the first iPXE banner on the console.
+
+    The console wraps at 80 columns: a full line continues on the next.
+    """
+    lines = re.split(r'\r?\n', serial)
+    for i, line in enumerate(lines):
+        if line.startswith('Features:'):
+            text = line
+            while (len(lines[i]) >= CONSOLE_COLUMNS
+                   and i + 1 < len(lines)):
+                i += 1
+                text += lines[i]
+            return text[len('Features:'):].split()
+    return None
 
 
 class MenuBootTestCase(test_boot.BootTestCase):
@@ -80,8 +98,8 @@ class MenuBootTestCase(test_boot.BootTestCase):
             self.lab.add_tap('tap%d' % i, 'br0')
             taps.append(('tap%d' % i, mac))
         self.start_dhcp_sentinel()
-        server = bootlab.MenuServer(self.lab, GW, 0, name='menu-4')
-        return server, taps
+        self.server = bootlab.MenuServer(self.lab, GW, 0, name='menu-4')
+        return self.server, taps
 
     def serve(self, server, exit_code, **server_kw):
         server.start()
@@ -91,24 +109,26 @@ class MenuBootTestCase(test_boot.BootTestCase):
             '/report': REPORT})
 
     def boot_menu(self, nics, menu_index, exit_code=1, source=None,
-                  firmware='bios', server=None, **flags):
+                  firmware='bios', **flags):
         """Boot ``nics`` (.10, .11, ...), menu NIC ``nics[menu_index]``.
 
         The menu NIC is the only one with a gateway.
         Returns (report query, serial console text, menu server, Vm).
         """
+        server = self.server
         data = test_boot.network_data(*[
             test_boot.nic_data(mac, 'port-%d' % i, ipv4=(
                 '192.0.2.%d' % (10 + i), 24,
                 GW if i == menu_index else None))
             for i, (_, mac) in enumerate(nics)], dns=[DNS])
-        iso_path, _ = self.build(
+        self.iso_path, _ = self.build(
             data, source=source or base.BOOKWORM_ISO,
             boot_menu_url=server.url_for('/menu.ipxe'),
             on_chain_failure='reboot', **flags)
         self.assertEqual(nics[menu_index][1], self.rendered.menu_nic.mac)
         self.firmware = firmware
-        vm = self.boot(iso_path, [bootlab.Nic(tap, mac) for tap, mac in nics])
+        vm = self.boot(self.iso_path,
+                       [bootlab.Nic(tap, mac) for tap, mac in nics])
         request = server.wait_for('/menu.ipxe', timeout=BOOT_TIMEOUT, vm=vm)
         self.record('menus-%s-%d-nics-menu-%d' % (firmware, len(nics),
                                                   menu_index + 1),
@@ -189,8 +209,13 @@ class BiosMenuTestCase(MenuBootTestCase):
         self.assertBannerMatches(serial, caps['bios'])
 
     def test_signed_identity_verified_by_the_menu_server(self):
+        keys = os.path.join(self.tmp, 'menu-keys.json')
+        with open(keys, 'w') as f:
+            json.dump({'k1': 'an-older-key-0123456789', 'k2': KEY}, f)
+        # The menu server process inherits it (tools/menu_server.py).
+        self.useFixture(fixtures.EnvironmentVariable(
+            'NIPXE_MENU_SIGNING_KEYS', keys))
         server, nics = self.lan(1)
-        server.signing_keys = {'k2': KEY}
         self.serve(server, 0)
         query, serial, server, request = self.boot_menu(
             nics, 0, menu_signing_key=KEY, menu_signing_key_id='k2')
@@ -202,10 +227,13 @@ class BiosMenuTestCase(MenuBootTestCase):
         self.assertEqual('k2', verdict['kid'])
         self.assertTrue(verdict['source_matches'])
         # The same verifier, run here on what the server received.
-        fields = signature.verify(
+        verified = signature.verify(
             {'k2': KEY}, request['path'],
             urllib.parse.urlsplit(request['raw_path']).query)
-        self.assertEqual(verdict['fields'], fields)
+        self.assertEqual(verdict['fields'], verified.fields)
+        # The key itself is nowhere in the ISO the instance booted.
+        with open(self.iso_path, 'rb') as f:
+            self.assertNotIn(KEY.encode(), f.read())
 
 
 class UefiMenuTestCase(MenuBootTestCase):
