@@ -195,32 +195,44 @@ class _Image:
         needle = text + b'\0'
         start = self.image.find(needle)
         while start >= 0:
-            packed = struct.pack(self.pack, start + self.base)
-            at = self.image.find(packed)
-            while at >= 0:
-                if at % self.ptr == 0:
-                    found.append(at)
-                at = self.image.find(packed, at + 1)
+            found += self._aligned(struct.pack(self.pack, start + self.base))
             start = self.image.find(needle, start + 1)
         return found
 
     def features(self):
-        """The longest run of pointers to known feature names."""
-        hits = {}
-        for name in KNOWN_FEATURES:
+        """The longest run of pointers to known feature names.
+
+        Any pointer into the table finds all of it by walking its
+        neighbours, so only names not yet in a run are searched for.
+        """
+        best = ()
+        for name in sorted(KNOWN_FEATURES):
+            if name in best:
+                continue
             for at in self.pointers_to(name.encode()):
-                hits[at] = name
-        best = []
-        for at in sorted(hits):
-            if at - self.ptr in hits:
-                continue  # not the start of a run
-            run = []
-            while at in hits:
-                run.append(hits[at])
-                at += self.ptr
-            if len(run) > len(best):
-                best = run
-        return tuple(best)
+                first = at
+                while self._feature_at(first - self.ptr):
+                    first -= self.ptr
+                run = []
+                while self._feature_at(first):
+                    run.append(self._feature_at(first))
+                    first += self.ptr
+                if len(run) > len(best):
+                    best = tuple(run)
+        return best
+
+    def _feature_at(self, offset):
+        value = self.word(offset)
+        name = None if value is None else self.string_at(value)
+        name = name and name.decode('ascii', 'replace')
+        return name if name in KNOWN_FEATURES else None
+
+    def _aligned(self, packed):
+        at = self.image.find(packed)
+        while at >= 0:
+            if at % self.ptr == 0:
+                yield at
+            at = self.image.find(packed, at + 1)
 
     def commands(self):
         """The command table around the entry for ``imgfetch``."""
