@@ -19,9 +19,12 @@ refusals.
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
+
+import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe import capabilities
@@ -202,3 +205,60 @@ class BuildRefusalTestCase(base.TestCase):
         source = isofactory.genfsimg_iso(self.tmp)
         _, build = self.build(source, 'https://boot.example/m')
         self.assertTrue(build()[0].bios)
+
+
+def mixed_iso(tmp):
+    """BIOS: trixie's iPXE (HTTPS). UEFI: bookworm's, without HTTPS.
+
+    Bookworm's EFI iPXE ignores autoexec.ipxe; the name is appended so
+    that the ISO reader takes it for one that runs the script (it is
+    never booted).
+    """
+    isolinux, ldlinux, _ = isofactory.bookworm_parts()
+    with open('/boot/ipxe.efi', 'rb') as f:
+        loader = f.read() + b'autoexec.ipxe\0'
+    esp = isofactory.fat_image(os.path.join(tmp, 'esp.img'), {
+        '/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=2048)
+    with open(esp, 'rb') as f:
+        esp = f.read()
+    cfg = b'DEFAULT ipxe.lkrn\nLABEL ipxe.lkrn\n KERNEL ipxe.lkrn\n'
+    return isofactory.write_iso(os.path.join(tmp, 'mixed.iso'), {
+        ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
+        ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
+        ('/ISOLINUX.CFG;1', '/isolinux.cfg'): cfg,
+        ('/IPXE.LKRN;1', '/ipxe.lkrn'):
+            isofactory.trixie_file('ipxe.lkrn'),
+        ('/ESP.IMG;1', '/esp.img'): esp,
+    }, bios='/ISOLINUX.BIN;1', efi='/ESP.IMG;1')
+
+
+class PerBootPathTestCase(base.TestCase):
+
+    build = BuildRefusalTestCase.build
+
+    def setUp(self):
+        super().setUp()
+        self.source = mixed_iso(self.tmp)
+        caps = caps_of(self.source)
+        self.assertTrue(caps['bios'].has('HTTPS'))
+        self.assertFalse(caps['uefi'].has('HTTPS'))
+
+    def test_auto_drops_the_unfit_uefi_entry(self):
+        logger = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        _, build = self.build(self.source, 'https://boot.example/m')
+        result, _ = build()
+        self.assertEqual((True, False), (result.bios, result.uefi))
+        self.assertIn('its UEFI iPXE (/esp.img:/EFI/BOOT/BOOTX64.EFI) '
+                      'cannot boot the menu', logger.output)
+        self.assertIn('Dropping the UEFI boot entry', logger.output)
+
+    def test_require_refuses(self):
+        _, build = self.build(self.source, 'https://boot.example/m',
+                              uefi='require')
+        e = self.assertRaises(exception.IpxeCapabilityMissing, build)
+        self.assertIn('UEFI iPXE', str(e))
+
+    def test_http_keeps_both(self):
+        _, build = self.build(self.source, 'http://boot.example/m',
+                              uefi='require')
+        self.assertTrue(build()[0].uefi)
