@@ -62,6 +62,7 @@ _LZMA_FILTERS = [{'id': lzma.FILTER_LZMA1, 'lc': 2, 'lp': 0, 'pb': 0,
                   'dict_size': 1 << 20}]
 # The LZMA stream starts after the bzImage setup header and the prefix.
 _LZMA_SEARCH = (0x200, 64 * 1024)
+COMMAND_ANCHORS = (b'imgfetch', b'chain', b'echo')
 _COMMAND_RE = re.compile(rb'^[a-z][a-z0-9_-]{0,31}$')
 _MAX_IMAGE = 64 * 1024 * 1024
 # Commands the rendered script may use and the scheme -> feature rule.
@@ -235,19 +236,25 @@ class _Image:
             at = self.image.find(packed, at + 1)
 
     def commands(self):
-        """The command table around the entry for ``imgfetch``."""
+        """The command table, found from a command every build has.
+
+        Any one entry finds the whole table by walking its neighbours.
+        """
         best = []
         stride = 2 * self.ptr  # {name, exec} pairs
-        for at in self.pointers_to(b'imgfetch'):
-            first = at
-            while self._command_name(first - stride):
-                first -= stride
-            names = []
-            while self._command_name(first):
-                names.append(self._command_name(first).decode('ascii'))
-                first += stride
-            if len(names) > len(best):
-                best = names
+        for anchor in COMMAND_ANCHORS:
+            if anchor.decode() in best:
+                continue
+            for at in self.pointers_to(anchor):
+                first = at
+                while self._command_name(first - stride):
+                    first -= stride
+                names = []
+                while self._command_name(first):
+                    names.append(self._command_name(first).decode('ascii'))
+                    first += stride
+                if len(names) > len(best):
+                    best = names
         return frozenset(best)
 
     def _command_name(self, offset):
