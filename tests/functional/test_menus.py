@@ -130,9 +130,9 @@ class MenuBootTestCase(test_boot.BootTestCase):
         vm = self.boot(self.iso_path,
                        [bootlab.Nic(tap, mac) for tap, mac in nics])
         request = server.wait_for('/menu.ipxe', timeout=BOOT_TIMEOUT, vm=vm)
-        self.record('menus-%s-%d-nics-menu-%d' % (firmware, len(nics),
-                                                  menu_index + 1),
-                    vm, request)
+        # e.g. menus-two_nics_menu_nic_second_trixie
+        self.record('menus-' + self.id().rsplit('.test_', 1)[-1], vm,
+                    request)
         report = server.wait_for('/report', timeout=BOOT_TIMEOUT, vm=vm)
         result = vm.wait(BOOT_TIMEOUT)
         serial = result.serial_clean
