@@ -121,8 +121,8 @@ def _configure_nic(w, n, nic, dns, menu=False):
 
     iPXE numbers netdevs in bus order, which need not match the order of
     Nova's ports, so each NIC is looked up by MAC.  ``dns`` (one address
-    per family) is also set on the NIC, so that per-NIC views such as
-    ``${netX/dns}`` show it.  The menu NIC is configured last and
+    per family) is also set on each static NIC, so that per-NIC views such
+    as ``${netX/dns}`` show it.  The menu NIC is configured last and
     re-opened (``ifopen`` does nothing to an open NIC): ``netX`` names the
     NIC iPXE opened last, and menus read ``${netX/ip}``, ``${netX/mac}``.
     """
