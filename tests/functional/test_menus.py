@@ -33,9 +33,8 @@ import fixtures
 from nova_ipxe import capabilities
 from nova_ipxe import iso
 from nova_ipxe import signature
-from tests import base
 from tests.functional import test_boot
-from tests import isofactory
+from tests import samples
 from tools import bootlab
 
 BOOT_TIMEOUT = test_boot.BOOT_TIMEOUT
@@ -116,13 +115,13 @@ class MenuBootTestCase(test_boot.BootTestCase):
         Returns (report query, serial console text, menu server, Vm).
         """
         server = self.server
-        data = test_boot.network_data(*[
-            test_boot.nic_data(mac, 'port-%d' % i, ipv4=(
+        data = samples.network_data_of(*[
+            samples.nic_data(mac, 'port-%d' % i, ipv4=(
                 '192.0.2.%d' % (10 + i), 24,
                 GW if i == menu_index else None))
             for i, (_, mac) in enumerate(nics)], dns=[DNS])
         self.iso_path, _ = self.build(
-            data, source=source or base.BOOKWORM_ISO,
+            data, source=source or samples.bookworm_iso(),
             boot_menu_url=server.url_for('/menu.ipxe'),
             on_chain_failure='reboot', **flags)
         self.assertEqual(nics[menu_index][1], self.rendered.menu_nic.mac)
@@ -176,7 +175,7 @@ class BiosMenuTestCase(MenuBootTestCase):
         query, serial, server, request = self.boot_menu(nics, 0)
         self.assertInstallerArgs(query, '192.0.2.10', nics[0][1])
         self.assertRanOnceThenFallback(server, serial, 1)
-        caps = iso.BaseIso.from_path(base.BOOKWORM_ISO).capabilities()
+        caps = iso.BaseIso.from_path(samples.bookworm_iso()).capabilities()
         self.assertBannerMatches(serial, caps['bios'])
         self.assertNotIn('HTTPS', banner_features(serial))
 
@@ -192,15 +191,15 @@ class BiosMenuTestCase(MenuBootTestCase):
         server, nics = self.lan(2)
         self.serve(server, 1)
         query, serial, server, _ = self.boot_menu(nics, 1,
-                                                  source=base.TRIXIE_ISO)
+                                                  source=samples.trixie_iso())
         self.assertInstallerArgs(query, '192.0.2.11', nics[1][1])
         self.assertRanOnceThenFallback(server, serial, 1)
-        caps = iso.BaseIso.from_path(base.TRIXIE_ISO).capabilities()
+        caps = iso.BaseIso.from_path(samples.trixie_iso()).capabilities()
         self.assertBannerMatches(serial, caps['bios'])
         self.assertIn('HTTPS', banner_features(serial))
 
     def test_genfsimg_layout_banner(self):
-        source = isofactory.genfsimg_iso(self.tmp)
+        source = samples.genfsimg_iso(self.tmp)
         server, nics = self.lan(1)
         self.serve(server, 0)
         query, serial, _, _ = self.boot_menu(nics, 0, source=source)
@@ -244,20 +243,22 @@ class UefiMenuTestCase(MenuBootTestCase):
         server, nics = self.lan(2)
         self.serve(server, 1)
         query, serial, server, _ = self.boot_menu(
-            nics, 1, source=base.TRIXIE_ISO, firmware='uefi', uefi='require')
+            nics, 1, source=samples.trixie_iso(), firmware='uefi',
+            uefi='require')
         self.assertInstallerArgs(query, '192.0.2.11', nics[1][1])
         self.assertRanOnceThenFallback(server, serial, 1)
-        caps = iso.BaseIso.from_path(base.TRIXIE_ISO).capabilities()
+        caps = iso.BaseIso.from_path(samples.trixie_iso()).capabilities()
         self.assertBannerMatches(serial, caps['uefi'])
 
     def test_bookworm_uefi_banner(self):
         # Bookworm's EFI iPXE cannot run our script (no autoexec.ipxe):
         # boot the stock ISO only to read its banner.
         self.lab.add_bridge('br0', ipv4=GW + '/24')
-        vm = bootlab.Vm(self.lab, cdrom=base.BOOKWORM_ISO, firmware='uefi')
+        vm = bootlab.Vm(self.lab, cdrom=samples.bookworm_iso(),
+                        firmware='uefi')
         vm.start()
         vm.wait_serial(r'Features:[^\r\n]*\r?\n', timeout=BOOT_TIMEOUT)
         vm.stop()
-        caps = iso.BaseIso.from_path(base.BOOKWORM_ISO).capabilities()
+        caps = iso.BaseIso.from_path(samples.bookworm_iso()).capabilities()
         self.assertBannerMatches(vm.serial_text(clean=True), caps['uefi'])
         self.assertEqual(capabilities.PE, caps['uefi'].format)

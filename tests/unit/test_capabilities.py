@@ -32,7 +32,7 @@ from nova_ipxe import exception
 from nova_ipxe import iso
 from nova_ipxe import netdata
 from tests import base
-from tests import isofactory
+from tests import samples
 
 BOOKWORM_FEATURES = ('DNS HTTP iSCSI NFS TFTP SRP AoE ELF MBOOT PXE bzImage '
                      'Menu PXEXT').split()
@@ -50,7 +50,7 @@ def caps_of(path):
 class ReadTestCase(base.TestCase):
 
     def test_bookworm(self):
-        caps = caps_of(base.BOOKWORM_ISO)
+        caps = caps_of(samples.bookworm_iso())
         bios, uefi = caps['bios'], caps['uefi']
         self.assertEqual((capabilities.LKRN, '/ipxe.krn'),
                          (bios.format, bios.binary))
@@ -68,7 +68,7 @@ class ReadTestCase(base.TestCase):
                                   'sanboot', 'reboot', 'exit'}, c.commands)
 
     def test_trixie(self):
-        caps = caps_of(base.TRIXIE_ISO)
+        caps = caps_of(samples.trixie_iso())
         self.assertEqual(TRIXIE_FEATURES, list(caps['bios'].features))
         self.assertEqual(TRIXIE_EFI_FEATURES, list(caps['uefi'].features))
         for c in caps.values():
@@ -78,7 +78,7 @@ class ReadTestCase(base.TestCase):
             self.assertLessEqual({'vcreate', 'poweroff'}, c.commands)
 
     def test_genfsimg_layout(self):
-        caps = caps_of(isofactory.genfsimg_iso(self.tmp))
+        caps = caps_of(samples.genfsimg_iso(self.tmp))
         self.assertEqual(('/ipxe.lkrn', TRIXIE_FEATURES),
                          (caps['bios'].binary, list(caps['bios'].features)))
         self.assertEqual('/esp.img:/EFI/BOOT/BOOTX64.EFI',
@@ -87,13 +87,13 @@ class ReadTestCase(base.TestCase):
 
     def test_lzma_offset_found_not_assumed(self):
         # DESIGN section 3 measured these; the reader searches for them.
-        with open('/boot/ipxe.lkrn', 'rb') as f:
+        with open(samples.require(samples.BOOKWORM_LKRN), 'rb') as f:
             bookworm = f.read()
         offset, image = capabilities.lkrn_payload(bookworm)
         self.assertEqual(4692, offset)
         self.assertGreater(len(image), len(bookworm))
         offset, _ = capabilities.lkrn_payload(
-            isofactory.trixie_file('ipxe.lkrn'))
+            samples.trixie_file('ipxe.lkrn'))
         self.assertEqual(4740, offset)
         # The same bytes behind a longer prefix are still found.
         shifted = bookworm[:4692] + b'\xff' * 100 + bookworm[4692:]
@@ -102,7 +102,7 @@ class ReadTestCase(base.TestCase):
             capabilities.read(shifted, 'x').features))
 
     def test_unreadable_is_unknown(self):
-        with open('/boot/ipxe.lkrn', 'rb') as f:
+        with open(samples.require(samples.BOOKWORM_LKRN), 'rb') as f:
             lkrn = f.read()
         for data in (b'', b'MZ' + b'\0' * 100, lkrn[:4000],
                      lkrn[:4692] + b'\0' * 5000, os.urandom(20000)):
@@ -115,8 +115,8 @@ class ReadTestCase(base.TestCase):
     def test_inspect_shows_each_path(self):
         out = subprocess.run(
             [sys.executable, '-m', 'nova_ipxe.cli', 'inspect', '--json',
-             base.BOOKWORM_ISO], capture_output=True, text=True,
-            cwd=base.REPO, check=True).stdout
+             samples.bookworm_iso()], capture_output=True, text=True,
+            cwd=samples.REPO, check=True).stdout
         info = json.loads(out)
         self.assertFalse(info['bios']['ipxe']['https'])
         self.assertEqual(BOOKWORM_FEATURES, info['bios']['ipxe']['features'])
@@ -124,8 +124,8 @@ class ReadTestCase(base.TestCase):
                          info['uefi']['ipxe']['features'])
         text = subprocess.run(
             [sys.executable, '-m', 'nova_ipxe.cli', 'inspect',
-             base.TRIXIE_ISO], capture_output=True, text=True,
-            cwd=base.REPO, check=True).stdout
+             samples.trixie_iso()], capture_output=True, text=True,
+            cwd=samples.REPO, check=True).stdout
         self.assertIn('BIOS iPXE: /ipxe.krn (lkrn (LZMA)): features VLAN',
                       text)
         self.assertIn('HTTPS yes, IPv6 yes, DNS yes, VLAN yes', text)
@@ -135,7 +135,7 @@ class NeedsTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.trixie = caps_of(base.TRIXIE_ISO)['bios']
+        self.trixie = caps_of(samples.trixie_iso())['bios']
         self.v4 = netdata.parse(self.network_data()).nics[0]
         self.v6_only = dataclasses.replace(self.v4, ipv4=None, gateway4=None)
         self.script = builder.render_script(builder.Instance(
@@ -185,7 +185,8 @@ class BuildRefusalTestCase(base.TestCase):
             network_data=self.network_data()), out, self.conf)
 
     def test_https_menu_refused_for_bookworm(self):
-        out, build = self.build(base.BOOKWORM_ISO, 'https://boot.example/m')
+        out, build = self.build(samples.bookworm_iso(),
+                                'https://boot.example/m')
         e = self.assertRaises(exception.IpxeCapabilityMissing, build)
         self.assertEqual(exception.OPERATOR, e.category)
         self.assertIn('BIOS iPXE (/ipxe.krn)', str(e))
@@ -195,14 +196,14 @@ class BuildRefusalTestCase(base.TestCase):
         self.assertEqual([], os.listdir(self.tmp))  # nothing left behind
 
     def test_https_menu_builds_for_trixie(self):
-        out, build = self.build(base.TRIXIE_ISO, 'https://boot.example/m',
+        out, build = self.build(samples.trixie_iso(), 'https://boot.example/m',
                                 uefi='require')
         result, _ = build()
         self.assertTrue(result.uefi)
         self.assertTrue(os.path.isfile(out))
 
     def test_genfsimg_https(self):
-        source = isofactory.genfsimg_iso(self.tmp)
+        source = samples.genfsimg_iso(self.tmp)
         _, build = self.build(source, 'https://boot.example/m')
         self.assertTrue(build()[0].bios)
 
@@ -214,20 +215,20 @@ def mixed_iso(tmp):
     that the ISO reader takes it for one that runs the script (it is
     never booted).
     """
-    isolinux, ldlinux, _ = isofactory.bookworm_parts()
-    with open('/boot/ipxe.efi', 'rb') as f:
+    isolinux, ldlinux, _ = samples.bookworm_parts()
+    with open(samples.require('/boot/ipxe.efi'), 'rb') as f:
         loader = f.read() + b'autoexec.ipxe\0'
-    esp = isofactory.fat_image(os.path.join(tmp, 'esp.img'), {
+    esp = samples.fat_image(os.path.join(tmp, 'esp.img'), {
         '/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=2048)
     with open(esp, 'rb') as f:
         esp = f.read()
     cfg = b'DEFAULT ipxe.lkrn\nLABEL ipxe.lkrn\n KERNEL ipxe.lkrn\n'
-    return isofactory.write_iso(os.path.join(tmp, 'mixed.iso'), {
+    return samples.write_iso(os.path.join(tmp, 'mixed.iso'), {
         ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
         ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
         ('/ISOLINUX.CFG;1', '/isolinux.cfg'): cfg,
         ('/IPXE.LKRN;1', '/ipxe.lkrn'):
-            isofactory.trixie_file('ipxe.lkrn'),
+            samples.trixie_file('ipxe.lkrn'),
         ('/ESP.IMG;1', '/esp.img'): esp,
     }, bios='/ISOLINUX.BIN;1', efi='/ESP.IMG;1')
 

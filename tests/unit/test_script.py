@@ -187,7 +187,7 @@ class MenuNicLastTestCase(base.TestCase):
                 and item[1][0] in ('ifopen', 'ifclose', 'dhcp')]
 
     def test_menu_nic_listed_first_is_opened_last(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         # The static NIC (the menu NIC: default route) first in the JSON.
         data['links'].reverse()
         rendered = self.render(data)
@@ -200,11 +200,11 @@ class MenuNicLastTestCase(base.TestCase):
                          self.opens(rendered.text))
 
     def test_menu_nic_listed_second_is_opened_last(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][0] = {
             'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
             'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
-            'network_id': test_netdata.NET_A}
+            'network_id': samples.NET_A}
         text = self.render(data).text
         self.assertEqual([('ifopen', '${nipxe-nic0}'),
                           ('ifclose', '${nipxe-nic1}'),
@@ -215,7 +215,7 @@ class MenuNicLastTestCase(base.TestCase):
                         items.index(('label', 'nic1_find')))
 
     def test_dhcp_menu_nic_re_opened_by_dhcp(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][1]['routes'] = []
         self.assertEqual([('ifopen', '${nipxe-nic1}'),
                           ('ifclose', '${nipxe-nic0}'),
@@ -223,7 +223,7 @@ class MenuNicLastTestCase(base.TestCase):
                          self.opens(self.render(data).text))
 
     def test_per_nic_dns(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         sets = ipxe_syntax.command_lines(self.render(data).text, 'set')
         self.assertIn(('set', '${nipxe-nic1}/dns', '198.51.100.53'), sets)
         self.assertIn(('set', 'dns', '198.51.100.53'), sets)

@@ -19,8 +19,8 @@ from nova_ipxe import builder
 from nova_ipxe import exception
 from nova_ipxe import signature
 from tests import base
+from tests import samples
 from tests.unit import ipxe_syntax
-from tests.unit import test_netdata
 
 VECTORS = os.path.join(os.path.dirname(__file__), 'signature_vectors.json')
 UUID = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f'
@@ -106,7 +106,7 @@ class SignedScriptTestCase(base.TestCase):
 
     def test_dhcp_ip_is_after_sig_and_unsigned(self):
         self.flags(menu_signing_key=KEY)
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][1]['routes'] = []
         url = self.url(self.render(data).text)
         self.assertTrue(url.endswith('&ip=${ip}'), url)

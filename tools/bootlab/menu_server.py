@@ -69,9 +69,10 @@ import threading
 import time
 import urllib.parse
 
-# The verifier is standard library only; the repository root holds it.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+# The verifier is standard library only; the repository root holds it
+# (this file runs as a script, tools/bootlab/menu_server.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 from nova_ipxe import signature  # noqa: E402
 
 LOGGED_HEADERS = ('Host', 'User-Agent', 'Accept', 'Connection', 'Range',
