@@ -62,6 +62,26 @@ class MessageTestCase(base.TestCase):
         self.assertNotIn('/var/lib/nova', e.safe_message)
         self.assertEqual(exception.TENANT, e.category)
 
+    def test_no_safe_message_shows_host_side_values(self):
+        # Values only the host knows: paths, option values, tools.
+        host_side = ('path', 'source', 'limit', 'tool', 'purpose',
+                     'network', 'seconds')
+        for cls in [c for _, c in inspect.getmembers(exception,
+                                                     inspect.isclass)
+                    if issubclass(c, exception.NovaIpxeError)]:
+            kwargs = {name: 'SENTINEL-%s' % name
+                      for name in ('actual', 'algo', 'expected', 'field',
+                                   'image', 'name', 'present', 'reason',
+                                   'status', 'url', 'value', 'what') +
+                      host_side}
+            kwargs.update(size=70000000, needed=1, free=0,
+                          limit=67108864, status=403, seconds=600)
+            e = cls(**kwargs)
+            for name in host_side:
+                self.assertNotIn(str(kwargs[name]), e.safe_message,
+                                 '%s shows %s' % (cls.__name__, name))
+            self.assertNotIn('%(', e.safe_message, cls.__name__)
+
     def test_bounded(self):
         text = exception.one_line('x' * 5000)
         self.assertEqual(exception.MAX_MESSAGE, len(text))
