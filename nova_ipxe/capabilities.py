@@ -370,7 +370,7 @@ def problems(caps, menu_url, menu_nic, script_text):
     return missing
 
 
-def check(path, caps, menu_url, menu_nic, script_text, source):
+def check(boot_path, caps, menu_url, menu_nic, script_text, source):
     """Refuse a boot path whose iPXE cannot fetch the menu or run it.
 
     Raises :class:`~nova_ipxe.exception.IpxeCapabilityMissing`.
@@ -378,5 +378,5 @@ def check(path, caps, menu_url, menu_nic, script_text, source):
     missing = problems(caps, menu_url, menu_nic, script_text)
     if missing:
         raise exception.IpxeCapabilityMissing(
-            source=source, path=path, binary=caps.binary,
+            source=source, boot_path=boot_path, binary=caps.binary,
             reason='; '.join(missing))
