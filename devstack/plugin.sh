@@ -16,7 +16,8 @@ set -o xtrace
 NOVA_IPXE_APACHE_SITE=nova-ipxe
 # The [ipxe] options the plugin may write (each from NOVA_IPXE_<OPTION>).
 NOVA_IPXE_OPTIONS="boot_menu_url on_chain_failure on_build_failure uefi
-    menu_network allow_menu_url_override dhcp_subnets"
+    menu_network allow_menu_url_override dhcp_subnets menu_signing_key
+    menu_signing_key_id"
 
 # The menu URL written to [ipxe] boot_menu_url.
 function nova_ipxe_menu_url {

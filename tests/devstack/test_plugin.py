@@ -293,6 +293,8 @@ class TestStack(PluginTestCase):
                        NOVA_IPXE_MENU_NETWORK='ipxe-static',
                        NOVA_IPXE_ALLOW_MENU_URL_OVERRIDE='False',
                        NOVA_IPXE_DHCP_SUBNETS='dhcp',
+                       NOVA_IPXE_MENU_SIGNING_KEY='k' * 32,
+                       NOVA_IPXE_MENU_SIGNING_KEY_ID='2026-12',
                        NOVA_IPXE_IMAGE_NAME='my-ipxe',
                        NOVA_IPXE_DNS_SERVER='192.0.2.53',
                        NOVA_IPXE_SUBNET_RANGE='198.51.100.0/24',
@@ -308,6 +310,9 @@ class TestStack(PluginTestCase):
                           conf.ipxe.menu_network,
                           conf.ipxe.allow_menu_url_override,
                           conf.ipxe.dhcp_subnets))
+        self.assertEqual(('k' * 32, '2026-12'),
+                         (conf.ipxe.menu_signing_key,
+                          conf.ipxe.menu_signing_key_id))
         cloud = self.cloud()
         self.assertEqual(['my-ipxe'], [i['name'] for i in cloud['images']])
         [subnet] = cloud['subnets']
