@@ -263,3 +263,66 @@ class CacheError(InfrastructureError):
 
 class IsoBuildFailed(InfrastructureError):
     msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
+
+
+# -- XenServer / XCP-ng (XAPI) -----------------------------------------
+
+class XapiError(InfrastructureError):
+    """A XAPI call failed: ``call`` says which, ``code`` with what.
+
+    ``code`` is XAPI's error code (the first element of a
+    ``XenAPI.Failure``'s details, such as ``SR_FULL``), or the name of
+    the transport error when XAPI never answered.
+    """
+
+    msg_fmt = ('XAPI call %(call)s failed with %(code)s: %(details)s. '
+               'Nothing nova-ipxe created for it was kept.')
+    safe_fmt = ('Attaching the iPXE boot ISO failed because of a temporary '
+                'failure in the cloud; try again later.')
+
+    def __init__(self, message=None, **kwargs):
+        kwargs.setdefault('details', '')
+        super().__init__(message, **kwargs)
+        self.call = kwargs.get('call')
+        self.code = kwargs.get('code')
+
+
+class XapiLoginFailed(XapiError):
+    """Wrong credentials or URL: the operator must fix them."""
+
+    category = OPERATOR
+    msg_fmt = ('Logging in to XAPI at %(url)s failed with %(code)s: '
+               '%(details)s. Check the XenServer connection URL, user and '
+               'password.')
+    safe_fmt = OperatorError.safe_fmt
+
+
+class XapiUploadFailed(XapiError):
+    msg_fmt = ('Uploading the ISO into VDI %(vdi)s through %(call)s failed '
+               'with %(code)s: %(details)s. Nothing nova-ipxe created for '
+               'it was kept.')
+
+
+class XapiDeviceBusy(XapiError):
+    """The CD slot holds a device nova-ipxe did not create."""
+
+    category = OPERATOR
+    msg_fmt = ('VM %(vm)s already has a %(type)s device at userdevice '
+               '%(userdevice)s that nova-ipxe did not create; it was left '
+               'alone.')
+    safe_fmt = OperatorError.safe_fmt
+
+    def __init__(self, message=None, **kwargs):
+        kwargs.setdefault('call', 'VBD.create')
+        kwargs.setdefault('code', 'DEVICE_ALREADY_EXISTS')
+        super().__init__(message, **kwargs)
+
+
+class XapiPluginError(XapiError):
+    """The dom0 ``ipxe`` plugin is missing, too old or failed."""
+
+    category = OPERATOR
+    msg_fmt = ('The dom0 plugin %(plugin)s failed in %(call)s with '
+               '%(code)s: %(details)s. Install xenapi_plugins/ipxe.py in '
+               '/etc/xapi.d/plugins as both ipxe and ipxe.py.')
+    safe_fmt = OperatorError.safe_fmt
