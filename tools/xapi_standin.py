@@ -278,6 +278,13 @@ class Api:
         del s.tables['VBD'][ref]
         return ''
 
+    def VM_destroy(self, ref):
+        # XAPI destroys a VM's VBDs with it, never its VDIs.
+        for vbd in list(self.store.record('VM', ref)['VBDs']):
+            self.VBD_destroy(vbd)
+        del self.store.tables['VM'][ref]
+        return ''
+
     def VBD_insert(self, ref, vdi):
         s = self.store
         rec = s.record('VBD', ref)
@@ -328,6 +335,8 @@ class Api:
         env = {'PATH': os.environ.get('STANDIN_PLUGIN_PATH',
                                       os.environ.get('PATH', '')),
                'PYTHONPATH': PLUGIN_ENV, 'LANG': 'C.UTF-8'}
+        if 'NOVA_IPXE_SR_ROOTS' in os.environ:  # the plugin's test hook
+            env['NOVA_IPXE_SR_ROOTS'] = os.environ['NOVA_IPXE_SR_ROOTS']
         try:
             proc = subprocess.run(s.plugin_python + [path, call], env=env,
                                   stdout=subprocess.PIPE,
@@ -368,6 +377,9 @@ class Api:
             return {'pool': s.pool, 'host': s.host, 'sr': s.sr,
                     'vm': s.vm, 'sr_dir': s.sr_dir, 'user': USER,
                     'password': PASSWORD}
+        if op == 'add_vbd':  # a device nova-ipxe did not create
+            with s.lock:
+                return self.VBD_create(params[0])
         if op == 'set_sr_size':
             with s.lock:
                 s.tables['SR'][s.sr]['physical_size'] = str(params[0])
