@@ -343,15 +343,17 @@ def destroy_instance_isos(xapi, instance_uuid, sr_ref=None, sr_name=None):
     """Destroy every nova-ipxe VDI of the instance left on the SR.
 
     For VM destruction: XAPI destroys a VM's VBDs with it but never its
-    VDIs, and Nova 21 leaves CD VDIs alone.
+    VDIs, so a VDI whose attach failed, or whose VM went away without
+    Nova, would stay.
     """
     sr_ref = sr_ref or xapi.find_sr(sr_name)
     removed = 0
-    for vdi in xapi.call('SR.get_VDIs', sr_ref):
-        other = xapi.call('VDI.get_other_config', vdi) or {}
-        if other.get(OWNER_KEY) != instance_uuid:
+    # One call for all records, rather than one per VDI of the SR.
+    for vdi, rec in xapi.call('VDI.get_all_records').items():
+        if (rec.get('SR') != sr_ref or (rec.get('other_config') or {})
+                .get(OWNER_KEY) != instance_uuid):
             continue
-        for vbd in xapi.call('VDI.get_VBDs', vdi):
+        for vbd in rec.get('VBDs') or []:
             xapi.destroy_vbd(vbd)
         xapi.call('VDI.destroy', vdi)
         removed += 1
