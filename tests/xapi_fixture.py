@@ -34,10 +34,13 @@ PLUGIN_SOURCE = os.path.join(base.REPO, 'xenapi_plugins', 'ipxe.py')
 class StandinFixture(fixtures.Fixture):
     """``url``, ``sr_dir``, ``plugin_dir``, ``info`` (refs), ``control``."""
 
-    def __init__(self, plugin_python=None, env=None):
+    def __init__(self, plugin_python=None, env=None, address=None,
+                 port=None):
         super().__init__()
         self.plugin_python = plugin_python
         self.env = env
+        self.address = address
+        self.port = port
 
     def _setUp(self):
         root = self.useFixture(fixtures.TempDir()).path
@@ -52,6 +55,10 @@ class StandinFixture(fixtures.Fixture):
                '--sr-dir', self.sr_dir, '--plugin-dir', self.plugin_dir]
         if self.plugin_python:
             cmd += ['--plugin-python', self.plugin_python]
+        if self.address:
+            cmd += ['--address', self.address]
+        if self.port is not None:
+            cmd += ['--port', str(self.port)]
         env = dict(os.environ, **(self.env or {}))
         # The plugin accepts SR paths under this root only.
         env['NOVA_IPXE_SR_ROOTS'] = root
@@ -63,6 +70,8 @@ class StandinFixture(fixtures.Fixture):
         if not line:
             raise RuntimeError('the XAPI stand-in did not start')
         self.url = json.loads(line)['url']
+        if self.port == 80:
+            self.url = self.url[:-len(':80')]
         self.control = xmlrpc.client.ServerProxy(self.url, allow_none=True)
         self.info = self.ctl('info')
 

@@ -83,6 +83,7 @@ class Store:
         self.plugin_dir = plugin_dir
         self.plugin_python = plugin_python or [sys.executable]
         self.host = self._add('host', name_label='standin-host',
+                              hostname='standin', address='127.0.0.1',
                               software_version={
                                   'product_version': '8.2.1',
                                   'product_brand': 'XCP-ng',

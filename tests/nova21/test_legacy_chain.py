@@ -30,11 +30,17 @@ import sys
 import fixtures
 import nova.conf
 from nova.network import model as network_model
+from nova.tests import fixtures as nova_fixtures
 from nova.tests.unit import fake_instance
+from nova.virt import driver as virt_driver
+from nova.virt import fake
 from nova.virt.xenapi import vm_utils
+from os_xenapi.client import disk_management
 from os_xenapi.client import session as xenapi_session
 from oslo_config import fixture as config_fixture
 
+from nova_ipxe.virt import xenapi
+from nova_ipxe.virt import xenapi_driver
 from tests import base
 from tests.functional import test_boot
 from tests import xapi_fixture
@@ -42,11 +48,11 @@ from tools import bootlab
 
 NOVA_CONF = nova.conf.CONF
 VDI_UUID = '7d3c2b1a-0f9e-4d8c-b7a6-5e4d3c2b1a09'
-# A dom0_plugin_version.py as os-xenapi's (Python 2) answers: its version
-# pickled as protocol 0 text.
+# A dom0_plugin_version.py as os-xenapi 0.3.4's (Python 2) answers: its
+# version, 2.1, pickled as protocol 0 text.
 VERSION_PLUGIN = '''#!/usr/bin/python3
 import XenAPIPlugin
-XenAPIPlugin.dispatch({'get_version': lambda s, a: "S'2.0'\\np0\\n."})
+XenAPIPlugin.dispatch({'get_version': lambda s, a: "S'2.1'\\np0\\n."})
 '''
 
 
@@ -143,12 +149,74 @@ class LegacyChainTestCase(test_boot.BootTestCase):
         with open(path, 'w') as f:
             f.write(VERSION_PLUGIN)
         os.chmod(path, 0o755)
-        # What XenAPISession.__init__ runs: dom0 answers "2.0" pickled,
+        # What XenAPISession.__init__ runs: dom0 answers "2.1" pickled,
         # and os-xenapi cannot read its own answer on Python 3.
         e = self.assertRaises(TypeError,
                               xenapi_session.XenAPISession
                               ._verify_plugin_version, self.session)
         self.assertIn('bytes-like object is required', str(e))
-        self.assertEqual('2.0', pickle.loads(
+        self.assertEqual('2.1', pickle.loads(
             self.session.call_plugin('dom0_plugin_version.py',
                                      'get_version', {}).encode()))
+
+
+class Py3PluginSessionTestCase(base.TestCase):
+    """ipxe.XenAPIDriver's session, unmodified, against the stand-in.
+
+    The stand-in listens on port 80 of a loopback address of its own:
+    os-xenapi resolves the URL's netloc with gethostbyname, so a URL with
+    a port cannot be used.
+    """
+
+    def setUp(self):
+        super().setUp()
+        address = '127.%d.%d.%d' % tuple(os.urandom(3))
+        self.standin = self.useFixture(xapi_fixture.StandinFixture(
+            address=address, port=80))
+        path = os.path.join(self.standin.plugin_dir,
+                            'dom0_plugin_version.py')
+        with open(path, 'w') as f:
+            f.write(VERSION_PLUGIN)
+        os.chmod(path, 0o755)
+
+    def test_session_starts_and_the_legacy_inject_completes(self):
+        session = xenapi_driver.Py3PluginSession(
+            self.standin.url, 'root', self.standin.info['password'],
+            concurrent=1)
+        self.assertEqual('2.1', session.call_plugin_serialized(
+            'dom0_plugin_version.py', 'get_version'))
+        os.makedirs(os.path.join(self.standin.sr_dir, 'iso'))
+        iso = os.path.join(self.standin.sr_dir, 'iso', VDI_UUID + '.img')
+        shutil.copy(base.BOOKWORM_ISO, iso)
+        # The whole 2013 call, answer included, through this session.
+        self.assertIsNone(disk_management.inject_ipxe_config(
+            session, self.standin.sr_dir, VDI_UUID,
+            'http://192.0.2.1/menu.ipxe', '192.0.2.10', '255.255.255.0',
+            '192.0.2.1', '192.0.2.53', '/usr/bin/mkisofs'))
+        with open(iso, 'rb') as f:
+            self.assertIn(b'set net0/ip 192.0.2.10\n', f.read())
+        self.assertEqual('2.0', xenapi.plugin_version(xenapi.Xapi(
+            session), session.host_ref)['version'])
+
+    def test_driver_starts_and_attaches_through_its_session(self):
+        self.useFixture(nova_fixtures.RPCFixture('nova.test'))
+        conf = self.useFixture(config_fixture.Config(NOVA_CONF))
+        conf.config(group='xenserver', connection_url=self.standin.url,
+                    connection_username='root',
+                    connection_password=self.standin.info['password'])
+        driver = virt_driver.load_compute_driver(fake.FakeVirtAPI(),
+                                                 'ipxe.XenAPIDriver')
+        self.assertIsInstance(driver._session,
+                              xenapi_driver.Py3PluginSession)
+        self.assertIsInstance(driver._vmops, xenapi_driver.IpxeVMOps)
+        # The attach library on os-xenapi's session (call_xenapi, its
+        # session id and URL), HTTP upload included.
+        xapi = xenapi.Xapi.from_conf(driver._session, NOVA_CONF)
+        with open(base.BOOKWORM_ISO, 'rb') as f:
+            data = f.read()
+        vbd, vdi = xenapi.attach_iso(xapi, self.standin.info['vm'], data,
+                                     VDI_UUID)
+        self.assertEqual(data, self.standin.vdi_bytes(vdi))
+        self.assertEqual(1, xenapi.detach_iso(xapi, self.standin.info['vm']))
+        self.assertEqual((0, 0), (self.standin.counts()['VDI'],
+                                  self.standin.counts()['VBD']))
