@@ -102,7 +102,8 @@ def bench_rewrite(runs):
     target = os.path.join(work, 'iso.img')
     results = {}
     try:
-        for name, tools in (('plugin, pycdlib', {'pycdlib': True}),
+        for name, tools in (('plugin, stdlib in place', {'stdlib': True}),
+                            ('plugin, pycdlib', {'pycdlib': True}),
                             ('plugin, xorriso',
                              {'xorriso': shutil.which('xorriso')})):
             def one():

@@ -336,8 +336,9 @@ class Api:
         env = {'PATH': os.environ.get('STANDIN_PLUGIN_PATH',
                                       os.environ.get('PATH', '')),
                'PYTHONPATH': PLUGIN_ENV, 'LANG': 'C.UTF-8'}
-        if 'NOVA_IPXE_SR_ROOTS' in os.environ:  # the plugin's test hook
-            env['NOVA_IPXE_SR_ROOTS'] = os.environ['NOVA_IPXE_SR_ROOTS']
+        for name in ('NOVA_IPXE_SR_ROOTS', 'NOVA_IPXE_PLUGIN_WRITERS'):
+            if name in os.environ:  # the plugin's test hooks
+                env[name] = os.environ[name]
         try:
             proc = subprocess.run(s.plugin_python + [path, call], env=env,
                                   stdout=subprocess.PIPE,

@@ -31,12 +31,16 @@ Calls:
 
 The ISO (``<sr_path>/iso/<vdi_uuid>.img``) is never mounted: its layout is
 read here with the standard library (ISO 9660 directory records and the
-El Torito catalog), and the new ISO is written by pycdlib when dom0 has
-it, else by xorriso, else the call fails with ``CommandNotFound`` (what
-Nova's ``handle_ipxe_iso`` treats as "boot the stock ISO").  The new ISO
-is written beside the old one and renamed into place; it boots BIOS
-(ISOLINUX) only, like the 2013 one, and carries no UEFI entry, so no
-script-less UEFI iPXE is left in it.
+El Torito catalog).  The new ISO is written by the standard library alone
+(:func:`_write_in_place`: the new files appended, the directory records
+repointed), so dom0 needs no tool; when the ISO's root directory has no
+room for one more record, by pycdlib when dom0 has it, else by xorriso,
+else the call fails with ``CommandNotFound`` (what Nova's
+``handle_ipxe_iso`` treats as "boot the stock ISO").  The new ISO is
+written beside the old one and renamed into place; it boots BIOS
+(ISOLINUX) only, like the 2013 one, and carries no UEFI entry (nor the
+isohybrid GPT that points at the EFI image), so no script-less UEFI iPXE
+is left in it.
 """
 
 import io
@@ -282,10 +286,13 @@ class IsoLayout(object):
         pvd = self._read(16 * SECTOR, SECTOR)
         if pvd[0:1] != b'\x01' or pvd[1:6] != b'CD001':
             raise InvalidIso('no ISO 9660 primary volume descriptor')
-        if _both_endian32(pvd, 80) * SECTOR > size:
+        self.volume_blocks = _both_endian32(pvd, 80)
+        if self.volume_blocks * SECTOR > size:
             raise InvalidIso('the ISO is truncated')
         self.files = {}
-        self._walk(pvd[156:190], '/', 0)
+        self.visited = set()
+        self.root = pvd[156:190]
+        self._walk(self.root, '/', 0)
         self.bios_image = self._bios_image()
         self.config, text = self._config()
         self.kernel_ref = self._kernel_ref(text)
@@ -303,6 +310,9 @@ class IsoLayout(object):
         length = _both_endian32(record, 10)
         if length > 1024 * SECTOR:
             raise InvalidIso('a directory is too large')
+        if extent in self.visited:
+            raise InvalidIso('a directory loop')
+        self.visited.add(extent)
         data = self._read(extent * SECTOR, length)
         pos = 0
         while pos < len(data):
@@ -343,7 +353,8 @@ class IsoLayout(object):
                 break
             if vd[0] == 0 and vd[7:30].rstrip(b'\x00') == (
                     b'EL TORITO SPECIFICATION'):
-                catalog = self._read(_both_endian32(vd, 71) * SECTOR, 64)
+                self.catalog_sector = _both_endian32(vd, 71)
+                catalog = self._read(self.catalog_sector * SECTOR, 64)
                 if catalog[0] != 1 or catalog[30:32] != b'\x55\xaa':
                     raise InvalidIso('a bad El Torito validation entry')
                 if catalog[1] == 0xEF or catalog[32] != 0x88:
@@ -409,8 +420,149 @@ def _pycdlib():
 
 
 def available_tools():
-    return {'pycdlib': _pycdlib() is not None,
-            'xorriso': shutil.which('xorriso')}
+    tools = {'stdlib': True, 'pycdlib': _pycdlib() is not None,
+             'xorriso': shutil.which('xorriso')}
+    # Tests pick writers; xapi passes no environment.
+    only = os.environ.get('NOVA_IPXE_PLUGIN_WRITERS')
+    if only:
+        tools = dict((k, v if k in only.split(',') else None)
+                     for k, v in tools.items())
+    return tools
+
+
+class NoRoom(Exception):
+    """The in-place writer cannot add the script to this ISO."""
+
+
+def _records(f, extent, length):
+    """[(absolute offset, record bytes)] of one directory's extent."""
+    f.seek(extent * SECTOR)
+    data = f.read(length)
+    found, pos = [], 0
+    while pos < len(data):
+        rlen = data[pos]
+        if rlen == 0:
+            pos = (pos // SECTOR + 1) * SECTOR
+            continue
+        found.append((extent * SECTOR + pos, data[pos:pos + rlen]))
+        pos += rlen
+    return found
+
+
+def _both16(value):
+    return value.to_bytes(2, 'little') + value.to_bytes(2, 'big')
+
+
+def _both32(value):
+    return value.to_bytes(4, 'little') + value.to_bytes(4, 'big')
+
+
+def _iso_name(rec):
+    return rec[33:33 + rec[32]]
+
+
+def _pointed(rec, old_extent, extent, length):
+    """``rec`` pointed at new data when it is a record of ``old_extent``."""
+    if rec[25] & 0x02 or _both_endian32(rec, 2) != old_extent:
+        return rec
+    return rec[:2] + _both32(extent) + _both32(length) + rec[18:]
+
+
+def _file_record(name, extent, length, date):
+    body = (b'\x00' + _both32(extent) + _both32(length) + date + b'\x00'
+            + b'\x00\x00' + _both16(1) + bytes([len(name)]) + name)
+    if len(name) % 2 == 0:
+        body += b'\x00'
+    return bytes([len(body) + 1]) + body
+
+
+def _write_in_place(source, layout, cfg, script, output):
+    """The standard library's rewrite: no tool, no mount.
+
+    Copies the ISO, appends the new isolinux.cfg and the script after the
+    volume, points the directory records of isolinux.cfg (every tree) at
+    the new data, adds the script's record to the root directory (sorted,
+    within the sectors the directory already has, else NoRoom), grows the
+    volume size in every volume descriptor, drops the El Torito sections
+    after the BIOS entry (UEFI) and clears the system area (isohybrid MBR
+    and GPT, which point at the EFI image).
+    """
+    shutil.copyfile(source, output)
+    with open(output, 'r+b') as f:
+        size = os.fstat(f.fileno()).st_size
+        base = max(-(-size // SECTOR), layout.volume_blocks)
+        cfg_sector = base
+        script_sector = base + -(-len(cfg) // SECTOR)
+        end = script_sector + -(-len(script) // SECTOR)
+        old_extent = layout.files[layout.config][1]
+        # Root directory: the script's record (replaced if there).
+        root_extent = _both_endian32(layout.root, 2)
+        root_length = _both_endian32(layout.root, 10)
+        records = [_pointed(rec, old_extent, cfg_sector, len(cfg))
+                   for _, rec in _records(f, root_extent, root_length)]
+        name = SCRIPT_ISO_PATH.lstrip('/').encode('ascii')
+        date = records[0][18:25]  # the directory's own "." record
+        records = [rec for rec in records if _iso_name(rec) != name]
+        records.append(_file_record(name, script_sector, len(script), date))
+        dots = [r for r in records if _iso_name(r) in (b'\x00', b'\x01')]
+        rest = sorted((r for r in records if r not in dots), key=_iso_name)
+        laid = bytearray()
+        for rec in dots + rest:
+            if len(laid) % SECTOR + len(rec) > SECTOR:
+                laid += b'\x00' * (SECTOR - len(laid) % SECTOR)
+            laid += rec
+        if len(laid) > root_length:
+            raise NoRoom('the root directory has no room for the script')
+        # Every tree's records of isolinux.cfg: found before any write.
+        descriptors, patches, stack = [], [], []
+        for n in range(16, 64):
+            f.seek(n * SECTOR)
+            vd = f.read(SECTOR)
+            if vd[1:6] != b'CD001' or vd[0] == 255:
+                break
+            if vd[0] in (1, 2):
+                descriptors.append(n)
+                stack.append(vd[156:190])
+        seen = set()
+        while stack:
+            dir_rec = stack.pop()
+            extent = _both_endian32(dir_rec, 2)
+            if extent in seen or len(seen) > MAX_DIRS:
+                continue
+            seen.add(extent)
+            for offset, rec in _records(f, extent,
+                                        _both_endian32(dir_rec, 10)):
+                if _iso_name(rec) in (b'\x00', b'\x01'):
+                    continue
+                if rec[25] & 0x02:
+                    stack.append(rec)
+                elif _both_endian32(rec, 2) == old_extent:
+                    patches.append(offset)
+        if not patches:
+            raise NoRoom('isolinux.cfg has no directory record')
+        # The primary root is rewritten whole, its records already pointed.
+        root_span = range(root_extent * SECTOR,
+                          root_extent * SECTOR + root_length)
+        patches = [o for o in patches if o not in root_span]
+        # Now write: data first, then the metadata that points at it.
+        f.seek(cfg_sector * SECTOR)
+        f.write(cfg.ljust((script_sector - cfg_sector) * SECTOR, b'\x00'))
+        f.write(script.ljust((end - script_sector) * SECTOR, b'\x00'))
+        f.seek(root_extent * SECTOR)
+        f.write(bytes(laid.ljust(root_length, b'\x00')))
+        for offset in patches:  # Joliet's, and any outside the root
+            f.seek(offset + 2)
+            f.write(_both32(cfg_sector) + _both32(len(cfg)))
+        for n in descriptors:
+            f.seek(n * SECTOR + 80)
+            f.write(_both32(end))
+        f.seek(layout.catalog_sector * SECTOR + 64)
+        f.write(b'\x00' * (SECTOR - 64))
+        f.seek(0)
+        f.write(b'\x00' * (16 * SECTOR))
+        f.truncate(end * SECTOR)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _write_pycdlib(pycdlib, source, layout, cfg, script, output):
@@ -433,6 +585,9 @@ def _write_pycdlib(pycdlib, source, layout, cfg, script, output):
         if getattr(iso, 'isohybrid_mbr', None) is not None:
             iso.rm_isohybrid()
         iso.rm_eltorito()  # both entries; BIOS comes back below
+        if SCRIPT_NAME in (os.path.basename(k) for k in layout.files):
+            iso.rm_file(SCRIPT_ISO_PATH, **({'rr_name': SCRIPT_NAME}
+                                            if rr else {}))
         iso.rm_file(cfg_iso_path, **({'rr_name': names(cfg_iso_path)[
             'rr_name']} if rr else {}))
         if joliet:
@@ -492,9 +647,6 @@ def _write_xorriso(xorriso, source, layout, cfg, script, output):
 def rewrite(path, script, tools=None):
     """Rewrite the ISO at ``path`` around ``script``; atomic."""
     tools = tools if tools is not None else available_tools()
-    if not tools.get('pycdlib') and not tools.get('xorriso'):
-        raise CommandNotFound('neither pycdlib nor xorriso is installed in '
-                              'dom0: cannot rewrite the ISO')
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
     with os.fdopen(fd, 'rb') as f:
         size = os.fstat(f.fileno()).st_size
@@ -510,18 +662,30 @@ def rewrite(path, script, tools=None):
     fd, tmp = tempfile.mkstemp(dir=directory, suffix='.nova-ipxe.tmp',
                                prefix='.' + os.path.basename(path) + '.')
     os.close(fd)
+    used = no_room = None
     try:
-        if tools.get('pycdlib'):
+        if tools.get('stdlib'):
+            try:
+                _write_in_place(path, layout, cfg, script, tmp)
+                used = 'stdlib'
+            except NoRoom as e:
+                no_room = str(e)
+        if used is None and tools.get('pycdlib'):
             try:
                 _write_pycdlib(_pycdlib(), path, layout, cfg, script, tmp)
-            except (CommandNotFound, InvalidIso):
-                raise
             except Exception as e:
                 raise RewriteFailed('pycdlib could not rewrite the ISO '
                                     '(%s: %s)' % (type(e).__name__, e))
-        else:
+            used = 'pycdlib'
+        elif used is None and tools.get('xorriso'):
             os.unlink(tmp)  # xorriso refuses to overwrite a non-ISO
             _write_xorriso(tools['xorriso'], path, layout, cfg, script, tmp)
+            used = 'xorriso'
+        elif used is None:
+            raise CommandNotFound(
+                '%sneither pycdlib nor xorriso is installed in dom0: cannot '
+                'rewrite the ISO' % ('%s, and ' % no_room if tools.get(
+                    'stdlib') else ''))
         os.chmod(tmp, os.stat(path).st_mode & 0o777)
         os.replace(tmp, path)
         tmp = None
@@ -533,7 +697,7 @@ def rewrite(path, script, tools=None):
     finally:
         if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
-    return 'pycdlib' if tools.get('pycdlib') else 'xorriso'
+    return used
 
 
 # -- the calls ----------------------------------------------------------
@@ -542,7 +706,8 @@ def version(session, args):
     tools = available_tools()
     return json.dumps({'version': PLUGIN_VERSION,
                        'calls': ['version', 'inject'],
-                       'tools': {'pycdlib': tools['pycdlib'],
+                       'tools': {'stdlib': bool(tools['stdlib']),
+                                 'pycdlib': bool(tools['pycdlib']),
                                  'xorriso': bool(tools['xorriso'])}})
 
 

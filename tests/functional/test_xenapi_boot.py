@@ -18,7 +18,10 @@ instance's static address."""
 import os
 import pickle
 import shutil
+import sys
 import xmlrpc.client
+
+import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe.virt import xenapi
@@ -32,14 +35,14 @@ VDI_UUID = '4e6c1f1a-8d2b-4c3e-9f5a-7b6d5c4e3f21'
 
 class XenapiBootTestCase(test_boot.BootTestCase):
 
-    def setUp(self):
-        super().setUp()
-        self.standin = self.useFixture(xapi_fixture.StandinFixture())
+    def start_standin(self, **kwargs):
+        self.standin = self.useFixture(xapi_fixture.StandinFixture(**kwargs))
         self.xapi = xenapi.Xapi(xenapi.connect(
             self.standin.url, 'root', self.standin.info['password']),
             self.standin.url)
 
     def test_uploaded_cd_boots_to_the_menu(self):
+        self.start_standin()
         menu = self.one_lan(ipv4='192.0.2.1')
         mac = bootlab.unique_mac()
         self.flags(boot_menu_url=menu.url_for('/menu.ipxe'),
@@ -59,7 +62,22 @@ class XenapiBootTestCase(test_boot.BootTestCase):
         vm = self.boot(path, [bootlab.Nic('tap0', mac)])
         self.assertV4Menu('xenapi-upload', menu, mac, vm)
 
-    def test_plugin_rewritten_iso_boots_to_the_menu(self):
+    def test_plugin_rewrite_with_no_tool_boots_to_the_menu(self):
+        # No pycdlib (-S), no xorriso on PATH: the in-place writer.
+        self.start_standin(plugin_python=sys.executable + ' -S', env={
+            'STANDIN_PLUGIN_PATH': self.useFixture(
+                fixtures.TempDir()).path})
+        self.plugin_rewrite_boots('xenapi-plugin-stdlib')
+
+    def test_plugin_rewrite_with_pycdlib_boots_to_the_menu(self):
+        self.start_standin(env={'NOVA_IPXE_PLUGIN_WRITERS': 'pycdlib'})
+        self.plugin_rewrite_boots('xenapi-plugin-pycdlib')
+
+    def test_plugin_rewrite_with_xorriso_boots_to_the_menu(self):
+        self.start_standin(env={'NOVA_IPXE_PLUGIN_WRITERS': 'xorriso'})
+        self.plugin_rewrite_boots('xenapi-plugin-xorriso')
+
+    def plugin_rewrite_boots(self, name):
         menu = self.one_lan(ipv4='192.0.2.1')
         os.makedirs(os.path.join(self.standin.sr_dir, 'iso'))
         iso = os.path.join(self.standin.sr_dir, 'iso', VDI_UUID + '.img')
@@ -74,7 +92,7 @@ class XenapiBootTestCase(test_boot.BootTestCase):
         vm = self.boot(iso, [bootlab.Nic('tap0', bootlab.unique_mac())])
         request = menu.wait_for('/menu.ipxe', timeout=test_boot.BOOT_TIMEOUT,
                                 vm=vm)
-        self.record('xenapi-plugin', vm, request)
+        self.record(name, vm, request)
         self.assertEqual('192.0.2.10', request['client'])
         seen = menu.wait_for('/seen', timeout=test_boot.BOOT_TIMEOUT, vm=vm)
         self.assertEqual('192.0.2.53', seen['query']['dns'])

@@ -43,6 +43,7 @@ from nova_ipxe.virt import xenapi
 from nova_ipxe.virt import xenapi_driver
 from tests import base
 from tests.functional import test_boot
+from tests.unit import test_xenapi_plugin
 from tests import xapi_fixture
 from tools import bootlab
 
@@ -128,9 +129,12 @@ class LegacyChainTestCase(test_boot.BootTestCase):
         self.assertNoDhcp()
 
     def test_tool_missing_boots_the_stock_iso(self):
+        # No pycdlib (-S), no xorriso, and an ISO the in-place writer has
+        # no room in.
         bin_dir = self.useFixture(fixtures.TempDir()).path
         self.start(plugin_python=sys.executable + ' -S',
                    env={'STANDIN_PLUGIN_PATH': bin_dir})
+        shutil.copy(test_xenapi_plugin.full_root_iso(self.tmp), self.iso)
         with open(self.iso, 'rb') as f:
             before = f.read()
         logger = self.useFixture(fixtures.FakeLogger())

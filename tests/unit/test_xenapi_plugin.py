@@ -15,9 +15,11 @@
 Every call goes through the XAPI stand-in's ``host.call_plugin``, which
 executes the plugin file in a subprocess with a stand-in XenAPIPlugin
 module, driven by the real ``XenAPI`` client.  The legacy ``inject`` gets
-a real ISO in a temporary SR, with pycdlib, with xorriso and with neither
-(the plugin's interpreter run with ``-S`` has no pycdlib; a PATH without
-xorriso has no xorriso); hostile arguments change nothing on disk.
+a real ISO in a temporary SR, written by each of the plugin's writers:
+the standard library alone (the plugin's interpreter run with ``-S``, so
+no pycdlib, and a PATH without xorriso), pycdlib, xorriso, and none that
+can (a full root directory and no tool); hostile arguments change nothing
+on disk.
 """
 
 import hashlib
@@ -96,32 +98,68 @@ def inventory(path):
 
 
 def iso_files(path):
-    """{Rock Ridge path: bytes} of every file on the ISO."""
+    """{ISO 9660 path, lower case, no version: bytes} of every file."""
     iso = pycdlib.PyCdlib()
     iso.open(path)
     try:
         names = {}
-        for d, _, files in iso.walk(rr_path='/'):
+        for d, _, files in iso.walk(iso_path='/'):
             for name in files:
                 out = io.BytesIO()
                 iso.get_file_from_iso_fp(out,
-                                         rr_path=os.path.join(d, name))
-                names[os.path.join(d, name)] = out.getvalue()
+                                         iso_path=os.path.join(d, name))
+                names[os.path.join(d, name.split(';')[0]).lower()] = (
+                    out.getvalue())
         return names, iso.eltorito_boot_catalog
     finally:
         iso.close()
+
+
+def full_root_iso(directory):
+    """An ISOLINUX iPXE ISO with no room in its root directory sector.
+
+    Plain ISO 9660, so that record sizes are exact.
+    """
+    src = pycdlib.PyCdlib()
+    src.open(base.BOOKWORM_ISO)
+    files = {}
+    for name in ('ISOLINUX.BIN', 'ISOLINUX.CFG', 'LDLINUX.C32',
+                 'IPXE.KRN'):
+        out = io.BytesIO()
+        src.get_file_from_iso_fp(out, iso_path='/%s;1' % name)
+        files[name] = out.getvalue()
+    src.close()
+    # Records: '.' and '..' 68 bytes, BOOT.CAT;1 and IPXE.KRN;1 44 each,
+    # ISOLINUX.BIN;1 and .CFG;1 48 each, LDLINUX.C32;1 46, each
+    # FILLnnnn.BIN;1 48: with 36 fillers one sector holds 2026 bytes, and
+    # NIPXE.IPX;1 (44 bytes) no longer fits.
+    path = os.path.join(directory, 'full-root.iso')
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=1)
+    for name, data in files.items():
+        iso.add_fp(io.BytesIO(data), len(data), '/%s;1' % name)
+    for i in range(36):
+        iso.add_fp(io.BytesIO(b'x'), 1, '/FILL%04d.BIN;1' % i)
+    iso.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
+                     boot_load_size=4, boot_info_table=True)
+    iso.write(path)
+    iso.close()
+    return path
 
 
 class PluginTestCase(base.TestCase):
 
     plugin_python = None     # the stand-in's interpreter, with pycdlib
     with_xorriso = True
+    writers = None           # default: every writer the plugin finds
 
     def setUp(self):
         super().setUp()
         env = {}
         if not self.with_xorriso:
             env['STANDIN_PLUGIN_PATH'] = self.path_without('xorriso')
+        if self.writers:
+            env['NOVA_IPXE_PLUGIN_WRITERS'] = self.writers
         self.standin = self.useFixture(xapi_fixture.StandinFixture(
             plugin_python=self.plugin_python, env=env))
         self.session = xenapi.connect(self.standin.url, 'root',
@@ -184,8 +222,8 @@ class VersionTestCase(PluginTestCase):
     def test_version_is_what_the_compute_side_checks(self):
         answer = xenapi.plugin_version(self.xapi)
         self.assertEqual('2.0', answer['version'])
-        self.assertEqual({'pycdlib': True, 'xorriso': True},
-                         answer['tools'])
+        self.assertEqual({'stdlib': True, 'pycdlib': True,
+                          'xorriso': True}, answer['tools'])
 
     def test_both_names_answer(self):
         for name in ('ipxe', 'ipxe.py'):
@@ -205,7 +243,46 @@ class VersionTestCase(PluginTestCase):
         self.assertEqual('UNKNOWN_XENAPI_PLUGIN_FUNCTION', e.code)
 
 
+class InjectStdlibTestCase(PluginTestCase):
+    """No tool in dom0 at all: the standard library's in-place writer."""
+
+    plugin_python = sys.executable + ' -S'
+    with_xorriso = False
+
+    def test_inject(self):
+        tools = xenapi.plugin_version(self.xapi)['tools']
+        self.assertEqual({'stdlib': True, 'pycdlib': False,
+                          'xorriso': False}, tools)
+        self.assertEqual('N.', self.inject())
+        self.assertInjected()
+        with open(self.iso, 'rb') as f:
+            self.assertEqual(b'\0' * 32768, f.read(32768))  # no isohybrid
+
+    def test_injecting_twice_replaces_the_script(self):
+        self.inject()
+        self.inject(URL, '192.0.2.11', '255.255.255.0', None, None, None)
+        files, _ = iso_files(self.iso)
+        self.assertIn('set net0/ip 192.0.2.11\n',
+                      files['/nipxe.ipx'].decode())
+        self.assertNotIn('192.0.2.10', files['/nipxe.ipx'].decode())
+
+    def test_full_root_directory_and_no_tool(self):
+        shutil.copy(full_root_iso(self.tmp), self.iso)
+        before = inventory(self.sr_path)
+        e = self.assertRaises(exception.XapiError, self.inject)
+        # [XENAPI_PLUGIN_FAILURE, fn, ClassName, msg]: Nova 21's
+        # handle_ipxe_iso reads details[:3] and boots the stock ISO on
+        # CommandNotFound.
+        self.assertEqual('XENAPI_PLUGIN_FAILURE', e.code)
+        self.assertIn('inject CommandNotFound the root directory has no '
+                      'room for the script, and neither pycdlib nor '
+                      'xorriso is installed', str(e))
+        self.assertEqual(before, inventory(self.sr_path))
+
+
 class InjectPycdlibTestCase(PluginTestCase):
+
+    writers = 'pycdlib'
 
     def test_python3_pickle(self):
         self.assertEqual('N.', self.inject())
@@ -234,32 +311,31 @@ class InjectPycdlibTestCase(PluginTestCase):
         self.assertNotIn('192.0.2.10', files['/nipxe.ipx'].decode())
 
 
+class FallbackTestCase(PluginTestCase):
+    """No room for the in-place writer: pycdlib takes over."""
+
+    writers = 'stdlib,pycdlib'
+
+    def test_full_root_directory(self):
+        shutil.copy(full_root_iso(self.tmp), self.iso)
+        self.inject()
+        files, _ = iso_files(self.iso)
+        self.assertIn('set net0/ip 192.0.2.10\n',
+                      files['/nipxe.ipx'].decode())
+        self.assertIn('/fill0035.bin', files)
+
+
 class InjectXorrisoTestCase(PluginTestCase):
 
     plugin_python = sys.executable + ' -S'   # no site-packages: no pycdlib
+    writers = 'xorriso'
 
     def test_inject(self):
         tools = xenapi.plugin_version(self.xapi)['tools']
-        self.assertEqual({'pycdlib': False, 'xorriso': True}, tools)
+        self.assertEqual({'stdlib': False, 'pycdlib': False,
+                          'xorriso': True}, tools)
         self.inject()
         self.assertInjected()
-
-
-class NoToolTestCase(PluginTestCase):
-
-    plugin_python = sys.executable + ' -S'
-    with_xorriso = False
-
-    def test_tool_missing_is_what_nova_checks(self):
-        before = inventory(self.sr_path)
-        e = self.assertRaises(exception.XapiError, self.inject)
-        # [XENAPI_PLUGIN_FAILURE, fn, ClassName, msg]: Nova 21's
-        # handle_ipxe_iso reads details[:3] and boots the stock ISO on
-        # CommandNotFound.
-        self.assertEqual('XENAPI_PLUGIN_FAILURE', e.code)
-        self.assertIn('inject CommandNotFound neither pycdlib nor xorriso',
-                      str(e))
-        self.assertEqual(before, inventory(self.sr_path))
 
 
 class HostileTestCase(PluginTestCase):
@@ -370,7 +446,7 @@ class Python36TestCase(base.TestCase):
              'print(sorted(k for k, v in m.available_tools().items() '
              'if v))', xapi_fixture.PLUGIN_SOURCE],
             stdout=subprocess.PIPE, universal_newlines=True, check=True)
-        self.assertEqual("['xorriso']", proc.stdout.strip())
+        self.assertEqual("['stdlib', 'xorriso']", proc.stdout.strip())
 
     def test_shebang_is_what_xapi_executes(self):
         with open(xapi_fixture.PLUGIN_SOURCE) as f:
