@@ -29,12 +29,14 @@ Works on the ``XenAPI`` client library (PyPI ``XenAPI.Session``, as the
 ``XenAPISession`` (Nova 21's session); no Nova import.
 """
 
+import json
 import time
 import urllib.parse
 import xmlrpc.client
 
 from oslo_log import log as logging
 import requests
+import XenAPI
 
 from nova_ipxe import exception
 
@@ -61,8 +63,6 @@ def _failure_details(error):
 def connect(url, username, password, originator='nova-ipxe',
             ignore_ssl=False):
     """A logged-in ``XenAPI.Session``; a clear error when that fails."""
-    import XenAPI  # the client library; only this helper needs it here
-
     session = XenAPI.Session(url, ignore_ssl=ignore_ssl)
     try:
         session.xenapi.login_with_password(username, password, '1.0',
@@ -366,8 +366,6 @@ def plugin_version(xapi, host_ref=None):
     :returns: the plugin's answer, a dict with ``version`` and ``tools``.
     :raises: XapiPluginError when it is missing or speaks another API.
     """
-    import json
-
     host_ref = host_ref or xapi.call('session.get_this_host',
                                      xapi.session_id())
     try:
