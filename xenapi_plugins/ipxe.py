@@ -515,12 +515,23 @@ def _write_in_place(source, layout, cfg, script, output):
             raise NoRoom('the root directory has no room for the script')
         # Every tree's records of isolinux.cfg: found before any write.
         descriptors, patches, stack = [], [], []
+        terminated = False
         for n in range(16, 64):
             f.seek(n * SECTOR)
             vd = f.read(SECTOR)
-            if vd[1:6] != b'CD001' or vd[0] == 255:
+            if terminated:
+                # The UDF volume recognition sequence follows the
+                # terminator: a UDF bridge would keep the old files.
+                if vd[1:5] in (b'NSR0', b'BEA0'):
+                    raise NoRoom('the ISO has a UDF bridge')
+                if vd[1:5] != b'TEA0':
+                    break
+                continue
+            if vd[1:6] != b'CD001':
                 break
-            if vd[0] in (1, 2):
+            if vd[0] == 255:
+                terminated = True
+            elif vd[0] in (1, 2):
                 descriptors.append(n)
                 stack.append(vd[156:190])
         seen = set()

@@ -23,6 +23,7 @@ on disk.
 """
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -451,3 +452,51 @@ class Python36TestCase(base.TestCase):
     def test_shebang_is_what_xapi_executes(self):
         with open(xapi_fixture.PLUGIN_SOURCE) as f:
             self.assertEqual('#!/usr/bin/python3\n', f.readline())
+
+
+def load_plugin():
+    spec = importlib.util.spec_from_file_location(
+        'nova_ipxe_dom0_plugin', xapi_fixture.PLUGIN_SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class InPlaceWriterTestCase(base.TestCase):
+    """The standard-library writer hands over where it cannot be sound."""
+
+    def udf_iso(self):
+        src = pycdlib.PyCdlib()
+        src.open(base.BOOKWORM_ISO)
+        iso = pycdlib.PyCdlib()
+        iso.new(interchange_level=1, udf='2.60')
+        for name in ('ISOLINUX.BIN', 'ISOLINUX.CFG', 'LDLINUX.C32',
+                     'IPXE.KRN'):
+            out = io.BytesIO()
+            src.get_file_from_iso_fp(out, iso_path='/%s;1' % name)
+            iso.add_fp(io.BytesIO(out.getvalue()), len(out.getvalue()),
+                       '/%s;1' % name, udf_path='/' + name.lower())
+        src.close()
+        iso.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
+                         udf_bootcatfile='/boot.cat', boot_load_size=4,
+                         boot_info_table=True)
+        path = os.path.join(self.tmp, 'udf.iso')
+        iso.write(path)
+        iso.close()
+        return path
+
+    def test_udf_bridge_goes_to_pycdlib(self):
+        plugin = load_plugin()
+        path = self.udf_iso()
+        script = plugin.render_script({
+            'ip': '192.0.2.10', 'netmask': '255.255.255.0',
+            'gateway': None, 'dns': None, 'url': URL})
+        with open(path, 'rb') as f:
+            before = f.read()
+        e = self.assertRaises(plugin.CommandNotFound, plugin.rewrite, path,
+                              script, tools={'stdlib': True})
+        self.assertIn('UDF bridge', str(e))
+        with open(path, 'rb') as f:
+            self.assertEqual(before, f.read())
+        self.assertEqual('pycdlib', plugin.rewrite(
+            path, script, tools={'stdlib': True, 'pycdlib': True}))
