@@ -233,8 +233,9 @@ class ImageTooLarge(InvalidIso):
     msg_fmt = ('%(source)s is %(size)s bytes, more than [ipxe] '
                'max_iso_size (%(limit)d bytes). Use a smaller iPXE ISO or '
                'raise max_iso_size.')
-    safe_fmt = ('The image is %(size)s bytes, more than the %(limit)d bytes '
-                'this cloud accepts for an iPXE ISO.')
+    # The limit is operator configuration: not shown to the tenant.
+    safe_fmt = ('The image is %(size)s bytes, more than this cloud accepts '
+                'for an iPXE ISO.')
 
 
 # The name the ISO reader used before the two were merged.
@@ -311,18 +312,14 @@ class IsoBuildFailed(InfrastructureError):
 
 # -- XenServer / XCP-ng (XAPI) -----------------------------------------
 
-class XapiError(InfrastructureError):
-    """A XAPI call failed: ``call`` says which, ``code`` with what.
+class _XapiCall(object):
+    """Which XAPI call failed (``call``) and with which code (``code``).
 
     ``code`` is XAPI's error code (the first element of a
     ``XenAPI.Failure``'s details, such as ``SR_FULL``), or the name of
-    the transport error when XAPI never answered.
+    the transport error when XAPI never answered.  A mixin, so that each
+    XAPI error keeps the one category of its base.
     """
-
-    msg_fmt = ('XAPI call %(call)s failed with %(code)s: %(details)s. '
-               'Nothing nova-ipxe created for it was kept.')
-    safe_fmt = ('Attaching the iPXE boot ISO failed because of a temporary '
-                'failure in the cloud; try again later.')
 
     def __init__(self, message=None, **kwargs):
         kwargs.setdefault('details', '')
@@ -331,10 +328,18 @@ class XapiError(InfrastructureError):
         self.code = kwargs.get('code')
 
 
-class XapiLoginFailed(XapiError):
+class XapiError(_XapiCall, InfrastructureError):
+    """A XAPI call failed; trying again may work."""
+
+    msg_fmt = ('XAPI call %(call)s failed with %(code)s: %(details)s. '
+               'Nothing nova-ipxe created for it was kept.')
+    safe_fmt = ('Attaching the iPXE boot ISO failed because of a temporary '
+                'failure in the cloud; try again later.')
+
+
+class XapiLoginFailed(_XapiCall, OperatorError):
     """Wrong credentials or URL: the operator must fix them."""
 
-    category = OPERATOR
     msg_fmt = ('Logging in to XAPI at %(url)s failed with %(code)s: '
                '%(details)s. Check the XenServer connection URL, user and '
                'password.')
@@ -347,14 +352,12 @@ class XapiUploadFailed(XapiError):
                'it was kept.')
 
 
-class XapiDeviceBusy(XapiError):
+class XapiDeviceBusy(_XapiCall, OperatorError):
     """The CD slot holds a device nova-ipxe did not create."""
 
-    category = OPERATOR
     msg_fmt = ('VM %(vm)s already has a %(type)s device at userdevice '
                '%(userdevice)s that nova-ipxe did not create; it was left '
                'alone.')
-    safe_fmt = OperatorError.safe_fmt
 
     def __init__(self, message=None, **kwargs):
         kwargs.setdefault('call', 'VBD.create')
@@ -362,11 +365,9 @@ class XapiDeviceBusy(XapiError):
         super().__init__(message, **kwargs)
 
 
-class XapiPluginError(XapiError):
+class XapiPluginError(_XapiCall, OperatorError):
     """The dom0 ``ipxe`` plugin is missing, too old or failed."""
 
-    category = OPERATOR
     msg_fmt = ('The dom0 plugin %(plugin)s failed in %(call)s with '
                '%(code)s: %(details)s. Install xenapi_plugins/ipxe.py in '
                '/etc/xapi.d/plugins as both ipxe and ipxe.py.')
-    safe_fmt = OperatorError.safe_fmt

@@ -26,9 +26,9 @@ import xmlrpc.client
 
 import fixtures
 
-from tests import base
+from tests import samples
 
-PLUGIN_SOURCE = os.path.join(base.REPO, 'xenapi_plugins', 'ipxe.py')
+PLUGIN_SOURCE = os.path.join(samples.REPO, 'xenapi_plugins', 'ipxe.py')
 
 
 class StandinFixture(fixtures.Fixture):
@@ -62,7 +62,7 @@ class StandinFixture(fixtures.Fixture):
         env = dict(os.environ, **(self.env or {}))
         # The plugin accepts SR paths under this root only.
         env['NOVA_IPXE_SR_ROOTS'] = root
-        self.proc = subprocess.Popen(cmd, cwd=base.REPO, env=env,
+        self.proc = subprocess.Popen(cmd, cwd=samples.REPO, env=env,
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
         self.addCleanup(self._stop)

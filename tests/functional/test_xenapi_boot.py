@@ -25,8 +25,8 @@ import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe.virt import xenapi
-from tests import base
 from tests.functional import test_boot
+from tests import samples
 from tests import xapi_fixture
 from tools import bootlab
 
@@ -47,12 +47,12 @@ class XenapiBootTestCase(test_boot.BootTestCase):
         mac = bootlab.unique_mac()
         self.flags(boot_menu_url=menu.url_for('/menu.ipxe'),
                    chain_timeout=10, chain_retry_delay=1)
-        data = test_boot.network_data(test_boot.nic_data(
+        data = samples.network_data_of(samples.nic_data(
             mac, 'tap-a', ipv4=test_boot.VM_V4), dns=['192.0.2.53'])
         rendered = builder.render_script(builder.Instance(
             network_data=data, uuid=test_boot.UUID, hostname='vm-1'),
             self.conf)
-        base_iso = builder.load_base(base.BOOKWORM_ISO, self.conf)
+        base_iso = builder.load_base(samples.BOOKWORM_ISO, self.conf)
         iso_bytes, _ = base_iso.build_bytes(rendered.text)
         _, vdi = xenapi.attach_iso(self.xapi, self.standin.info['vm'],
                                    iso_bytes, test_boot.UUID)
@@ -81,7 +81,7 @@ class XenapiBootTestCase(test_boot.BootTestCase):
         menu = self.one_lan(ipv4='192.0.2.1')
         os.makedirs(os.path.join(self.standin.sr_dir, 'iso'))
         iso = os.path.join(self.standin.sr_dir, 'iso', VDI_UUID + '.img')
-        shutil.copy(base.BOOKWORM_ISO, iso)
+        shutil.copy(samples.BOOKWORM_ISO, iso)
         params = pickle.dumps(dict(args=(
             self.standin.sr_dir, VDI_UUID, menu.url_for('/menu.ipxe'),
             '192.0.2.10', '255.255.255.0', '192.0.2.1', '192.0.2.53',

@@ -43,6 +43,7 @@ from nova_ipxe.virt import xenapi
 from nova_ipxe.virt import xenapi_driver
 from tests import base
 from tests.functional import test_boot
+from tests import samples
 from tests.unit import test_xenapi_plugin
 from tests import xapi_fixture
 from tools import bootlab
@@ -98,7 +99,7 @@ class LegacyChainTestCase(test_boot.BootTestCase):
         os.makedirs(os.path.join(self.standin.sr_dir, 'iso'))
         self.iso = os.path.join(self.standin.sr_dir, 'iso',
                                 VDI_UUID + '.img')
-        shutil.copy(base.BOOKWORM_ISO, self.iso)
+        shutil.copy(samples.BOOKWORM_ISO, self.iso)
 
     def handle_ipxe_iso(self, menu_url):
         self.nova_conf.config(group='xenserver',
@@ -191,7 +192,7 @@ class Py3PluginSessionTestCase(base.TestCase):
             'dom0_plugin_version.py', 'get_version'))
         os.makedirs(os.path.join(self.standin.sr_dir, 'iso'))
         iso = os.path.join(self.standin.sr_dir, 'iso', VDI_UUID + '.img')
-        shutil.copy(base.BOOKWORM_ISO, iso)
+        shutil.copy(samples.BOOKWORM_ISO, iso)
         # The whole 2013 call, answer included, through this session.
         self.assertIsNone(disk_management.inject_ipxe_config(
             session, self.standin.sr_dir, VDI_UUID,
@@ -216,7 +217,7 @@ class Py3PluginSessionTestCase(base.TestCase):
         # The attach library on os-xenapi's session (call_xenapi, its
         # session id and URL), HTTP upload included.
         xapi = xenapi.Xapi.from_conf(driver._session, NOVA_CONF)
-        with open(base.BOOKWORM_ISO, 'rb') as f:
+        with open(samples.BOOKWORM_ISO, 'rb') as f:
             data = f.read()
         vbd, vdi = xenapi.attach_iso(xapi, self.standin.info['vm'], data,
                                      VDI_UUID)

@@ -36,7 +36,7 @@ import pycdlib
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from nova_ipxe.virt import xenapi
-from tests import base
+from tests import samples
 
 REAL_DOWNLOAD = fake_image._FakeImageService.download
 IPXE_IMAGE = 'a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d'
@@ -69,7 +69,7 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         # download out).
         self.stub_out('nova.tests.unit.image.fake._FakeImageService.'
                       'download', REAL_DOWNLOAD)
-        with open(base.BOOKWORM_ISO, 'rb') as f:
+        with open(samples.BOOKWORM_ISO, 'rb') as f:
             self.iso = f.read()
         self.add_image(IPXE_IMAGE, self.iso, {'hw_ipxe_boot': 'true'})
         # Nova's fake VBD.insert forgets the VDI's back reference (XAPI

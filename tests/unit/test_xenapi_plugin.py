@@ -39,6 +39,7 @@ import pycdlib
 from nova_ipxe import exception
 from nova_ipxe.virt import xenapi
 from tests import base
+from tests import samples
 from tests import xapi_fixture
 
 VDI_UUID = '0b6f3f8e-3c1d-4a57-8e0b-2f7d6c5a4b3e'
@@ -122,7 +123,7 @@ def full_root_iso(directory):
     Plain ISO 9660, so that record sizes are exact.
     """
     src = pycdlib.PyCdlib()
-    src.open(base.BOOKWORM_ISO)
+    src.open(samples.BOOKWORM_ISO)
     files = {}
     for name in ('ISOLINUX.BIN', 'ISOLINUX.CFG', 'LDLINUX.C32',
                  'IPXE.KRN'):
@@ -169,7 +170,7 @@ class PluginTestCase(base.TestCase):
         self.sr_path = self.standin.sr_dir
         os.makedirs(os.path.join(self.sr_path, 'iso'))
         self.iso = os.path.join(self.sr_path, 'iso', VDI_UUID + '.img')
-        shutil.copy(base.BOOKWORM_ISO, self.iso)
+        shutil.copy(samples.BOOKWORM_ISO, self.iso)
 
     def path_without(self, tool):
         bin_dir = self.useFixture(
@@ -359,7 +360,7 @@ class HostileTestCase(PluginTestCase):
     def test_symlinked_targets(self):
         outside = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, outside)
-        shutil.copy(base.BOOKWORM_ISO, os.path.join(outside, 'victim.img'))
+        shutil.copy(samples.BOOKWORM_ISO, os.path.join(outside, 'victim.img'))
         other = '1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f'
         os.symlink(os.path.join(outside, 'victim.img'),
                    os.path.join(self.sr_path, 'iso', other + '.img'))
@@ -467,7 +468,7 @@ class InPlaceWriterTestCase(base.TestCase):
 
     def udf_iso(self):
         src = pycdlib.PyCdlib()
-        src.open(base.BOOKWORM_ISO)
+        src.open(samples.BOOKWORM_ISO)
         iso = pycdlib.PyCdlib()
         iso.new(interchange_level=1, udf='2.60')
         for name in ('ISOLINUX.BIN', 'ISOLINUX.CFG', 'LDLINUX.C32',

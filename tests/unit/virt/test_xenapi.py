@@ -19,6 +19,7 @@ import os
 from nova_ipxe import exception
 from nova_ipxe.virt import xenapi
 from tests import base
+from tests import samples
 from tests import xapi_fixture
 
 UUID = '6f1b4a3e-5a8e-4b52-9a55-0d3c2a1e4f10'
@@ -35,7 +36,7 @@ class XenapiTestCase(base.TestCase):
         self.xapi = xenapi.Xapi.from_conf(self.session, self.conf,
                                           url=self.standin.url)
         self.before = self.standin.counts()
-        with open(base.BOOKWORM_ISO, 'rb') as f:
+        with open(samples.BOOKWORM_ISO, 'rb') as f:
             self.iso = f.read()
 
     def assertCounts(self, vdis, vbds):
