@@ -182,6 +182,22 @@ cache_opts = [
                     'above the time a download may take.'),
 ]
 
+xenapi_opts = [
+    cfg.StrOpt('xenapi_sr',
+               help='XenServer/XCP-ng storage repository (name label or '
+                    'UUID) that holds the per-instance ISO VDIs. Default: '
+                    'the pool\'s default SR.'),
+    cfg.StrOpt('xenapi_ca_file',
+               help='CA bundle to verify XAPI\'s TLS certificate when the '
+                    'ISO is uploaded over https (import_raw_vdi).'),
+    cfg.BoolOpt('xenapi_insecure', default=False,
+                help='Do not verify XAPI\'s TLS certificate for the ISO '
+                     'upload (testing only).'),
+    cfg.IntOpt('xenapi_upload_timeout', default=120, min=1, max=3600,
+               help='Seconds to wait for XAPI during the ISO upload and '
+                    'for its import task to finish.'),
+]
+
 xenserver_legacy_opts = [
     cfg.StrOpt('ipxe_mkisofs_cmd',
                deprecated_for_removal=True,
@@ -198,12 +214,19 @@ def register_opts(conf):
     # group object, which must not be shared between configurations.
     conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
                                      help=GROUP.help))
-    conf.register_opts(ipxe_opts + cache_opts, group=GROUP.name)
+    conf.register_opts(ipxe_opts + cache_opts + xenapi_opts,
+                       group=GROUP.name)
     conf.register_group(cfg.OptGroup(GLANCE_GROUP.name,
                                      title=GLANCE_GROUP.title,
                                      help=GLANCE_GROUP.help))
     conf.register_opts(glance_opts, group=GLANCE_GROUP.name)
-    conf.register_opts(xenserver_legacy_opts, group='xenserver')
+    # Nova 21 registers its own [xenserver] ipxe_mkisofs_cmd; in that
+    # process the option already exists and is read from there.
+    for opt in xenserver_legacy_opts:
+        try:
+            conf.register_opt(opt, group='xenserver')
+        except cfg.DuplicateOptError:
+            LOG.debug('[xenserver] %s is registered by Nova', opt.name)
 
 
 def report_obsolete(conf):
@@ -218,7 +241,7 @@ def report_obsolete(conf):
 
 
 def list_opts():
-    return [(GROUP, ipxe_opts + cache_opts),
+    return [(GROUP, ipxe_opts + cache_opts + xenapi_opts),
             (GLANCE_GROUP, glance_opts),
             ('xenserver', xenserver_legacy_opts)]
 

@@ -323,3 +323,66 @@ class CacheLockTimeout(CacheError):
 
 class IsoBuildFailed(InfrastructureError):
     msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
+
+
+# -- XenServer / XCP-ng (XAPI) -----------------------------------------
+
+class _XapiCall(object):
+    """Which XAPI call failed (``call``) and with which code (``code``).
+
+    ``code`` is XAPI's error code (the first element of a
+    ``XenAPI.Failure``'s details, such as ``SR_FULL``), or the name of
+    the transport error when XAPI never answered.  A mixin, so that each
+    XAPI error keeps the one category of its base.
+    """
+
+    def __init__(self, message=None, **kwargs):
+        kwargs.setdefault('details', '')
+        super().__init__(message, **kwargs)
+        self.call = kwargs.get('call')
+        self.code = kwargs.get('code')
+
+
+class XapiError(_XapiCall, InfrastructureError):
+    """A XAPI call failed; trying again may work."""
+
+    msg_fmt = ('XAPI call %(call)s failed with %(code)s: %(details)s. '
+               'Nothing nova-ipxe created for it was kept.')
+    safe_fmt = ('Attaching the iPXE boot ISO failed because of a temporary '
+                'failure in the cloud; try again later.')
+
+
+class XapiLoginFailed(_XapiCall, OperatorError):
+    """Wrong credentials or URL: the operator must fix them."""
+
+    msg_fmt = ('Logging in to XAPI at %(url)s failed with %(code)s: '
+               '%(details)s. Check the XenServer connection URL, user and '
+               'password.')
+    safe_fmt = OperatorError.safe_fmt
+
+
+class XapiUploadFailed(XapiError):
+    msg_fmt = ('Uploading the ISO into VDI %(vdi)s through %(call)s failed '
+               'with %(code)s: %(details)s. Nothing nova-ipxe created for '
+               'it was kept.')
+
+
+class XapiDeviceBusy(_XapiCall, OperatorError):
+    """The CD slot holds a device nova-ipxe did not create."""
+
+    msg_fmt = ('VM %(vm)s already has a %(type)s device at userdevice '
+               '%(userdevice)s that nova-ipxe did not create; it was left '
+               'alone.')
+
+    def __init__(self, message=None, **kwargs):
+        kwargs.setdefault('call', 'VBD.create')
+        kwargs.setdefault('code', 'DEVICE_ALREADY_EXISTS')
+        super().__init__(message, **kwargs)
+
+
+class XapiPluginError(_XapiCall, OperatorError):
+    """The dom0 ``ipxe`` plugin is missing, too old or failed."""
+
+    msg_fmt = ('The dom0 plugin %(plugin)s failed in %(call)s with '
+               '%(code)s: %(details)s. Install xenapi_plugins/ipxe.py in '
+               '/etc/xapi.d/plugins as both ipxe and ipxe.py.')

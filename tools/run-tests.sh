@@ -51,6 +51,12 @@ suite() {
 # tests/__init__.py).
 wanted core && suite core .venv ./tests "$@"
 
+# Nova 21 (XenAPI driver era) in .venv-nova21: the legacy 2013 chain.
+if wanted nova21; then
+    tools/install-nova21.sh
+    suite nova21 .venv-nova21 ./tests/nova21
+fi
+
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
     echo "== boot times measured by the functional tests (QEMU TCG)"
     python3 - "$NOVA_IPXE_BOOT_TIMINGS" <<'EOF'

@@ -1,0 +1,199 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``compute_driver = ipxe.XenAPIDriver`` on Nova 21.2.4's own XAPI fake.
+
+The setup is Nova 21's own ``XenAPIVMTestCase`` (its fake session, fake
+DB and fake Glance); its tests are not re-run here.  The ISO data is the
+real Debian iPXE ISO served by Nova's fake image service, and the driver
+is loaded by Nova's ``load_compute_driver`` through the shim.  Nova's
+fake has no HTTP side, so only the ``/import_raw_vdi`` PUT and its task
+are replaced (by a function that stores the bytes against the fake VDI);
+that path runs for real against the XAPI stand-in in
+tests/unit/virt/test_xenapi.py.
+"""
+
+import io
+
+from nova import objects
+from nova.tests.unit.image import fake as fake_image
+from nova.tests.unit.virt.xenapi import test_xenapi
+from nova.virt import driver as virt_driver
+from nova.virt import fake
+from nova.virt.xenapi import fake as xenapi_fake
+from nova.virt.xenapi import vm_utils
+import pycdlib
+
+from nova_ipxe import conf as ipxe_conf
+from nova_ipxe import exception
+from nova_ipxe.virt import xenapi
+from tests import samples
+
+REAL_DOWNLOAD = fake_image._FakeImageService.download
+IPXE_IMAGE = 'a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d'
+MENU = 'http://192.0.2.1:8080/menu.ipxe'
+
+
+def _script_of(iso_bytes):
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(iso_bytes))
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, iso_path='/NIPXE.IPX;1')
+        return out.getvalue().decode()
+    finally:
+        iso.close()
+
+
+def _vbd_insert(self, _session, vbd_ref, vdi_ref):
+    vbd = xenapi_fake.get_record('VBD', vbd_ref)
+    xenapi_fake.get_record('VDI', vdi_ref)['VBDs'].append(vbd_ref)
+    vbd.update(empty=False, VDI=vdi_ref)
+
+
+class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(boot_menu_url=MENU, group='ipxe')
+        # Real bytes from Nova's fake Glance (the base class stubs the
+        # download out).
+        self.stub_out('nova.tests.unit.image.fake._FakeImageService.'
+                      'download', REAL_DOWNLOAD)
+        with open(samples.BOOKWORM_ISO, 'rb') as f:
+            self.iso = f.read()
+        self.add_image(IPXE_IMAGE, self.iso, {'hw_ipxe_boot': 'true'})
+        # Nova's fake VBD.insert forgets the VDI's back reference (XAPI
+        # keeps it), which breaks destroying any ISO-booted VM in the fake.
+        self.stub_out('nova.virt.xenapi.fake.SessionBase.VBD_insert',
+                      _vbd_insert)
+        self.uploads = {}
+        self.stub_out('nova_ipxe.virt.xenapi.Xapi.upload', self.fake_upload)
+        self.conn = virt_driver.load_compute_driver(fake.FakeVirtAPI(),
+                                                    'ipxe.XenAPIDriver')
+        self.conn._session.is_local_connection = False
+
+    def add_image(self, image_id, data, properties):
+        fake_image.FakeImageService().create(None, {
+            'id': image_id, 'name': 'ipxe-boot', 'disk_format': 'iso',
+            'container_format': 'bare', 'size': len(data),
+            'properties': properties}, data=io.BytesIO(data))
+        test_xenapi.IMAGE_FIXTURES[image_id] = {'image_meta': {
+            'id': image_id, 'name': 'ipxe-boot', 'disk_format': 'iso',
+            'container_format': 'bare', 'size': len(data),
+            'properties': properties}}
+        self.addCleanup(test_xenapi.IMAGE_FIXTURES.pop, image_id)
+
+    def fake_upload(self, xapi, vdi_ref, data):
+        rec = xenapi_fake.get_record('VDI', vdi_ref)
+        assert len(data) <= int(rec['virtual_size'])
+        self.uploads[rec['uuid']] = bytes(data)
+
+    def our_vdis(self):
+        return {ref: rec for ref, rec in
+                xenapi_fake.get_all_records('VDI').items()
+                if xenapi.OWNER_KEY in (rec.get('other_config') or {})}
+
+    def spawn(self, image=IPXE_IMAGE):
+        self._test_spawn(image, None, None)
+        vm = [rec for rec in xenapi_fake.get_all_records('VM').values()
+              if not rec['is_control_domain']][0]
+        return vm, objects.Instance.get_by_id(self.context, 1)
+
+    def test_driver_loads_through_the_shim(self):
+        self.assertEqual('nova_ipxe.virt.xenapi_driver',
+                         type(self.conn).__module__)
+
+    def test_spawn_attaches_the_per_instance_iso(self):
+        vm, instance = self.spawn()
+        ours = self.our_vdis()
+        self.assertEqual(1, len(ours))
+        (vdi_ref, vdi), = ours.items()
+        self.assertEqual(instance.uuid,
+                         vdi['other_config'][xenapi.OWNER_KEY])
+        cds = [xenapi_fake.get_record('VBD', ref) for ref in vm['VBDs']
+               if xenapi_fake.get_record('VBD', ref)['type'] == 'cd']
+        self.assertEqual([('1', vdi_ref, 'RO', True)],
+                         [(c['userdevice'], c['VDI'], c['mode'],
+                           c['bootable']) for c in cds])
+        self.assertEqual('dc', vm['HVM_boot_params']['order'])
+        script = _script_of(self.uploads[vdi['uuid']])
+        # fake_network's first VIF: its static address and gateway.
+        self.assertIn('set ${nipxe-nic0}/ip 192.168.1.100\n', script)
+        self.assertIn('set ${nipxe-nic0}/gateway 192.168.1.1\n', script)
+        self.assertIn(MENU, script)
+        self.assertIn('uuid=%s' % instance.uuid, script)
+        # Nova did not copy the stock ISO into a VDI of its own.
+        self.assertEqual(
+            [], [r for r in xenapi_fake.get_all_records('VDI').values()
+                 if r['name_label'].endswith('iso')])
+
+    def test_destroy_removes_the_iso_vdi(self):
+        _, instance = self.spawn()
+        self.assertEqual(1, len(self.our_vdis()))
+        self.conn.destroy(self.context, instance, [])
+        self.assertEqual({}, self.our_vdis())
+
+    def test_not_an_ipxe_image_takes_the_stock_path(self):
+        self.spawn(test_xenapi.IMAGE_ISO)
+        self.assertEqual({}, self.uploads)
+        self.assertEqual({}, self.our_vdis())
+
+    def test_build_failure_fails_the_spawn_leaving_nothing(self):
+        bad = 'b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e'
+        self.add_image(bad, b'\0' * 65536, {'hw_ipxe_boot': 'true'})
+        e = self.assertRaises(exception.InvalidIso, self.spawn, bad)
+        self.assertIn('not a readable ISO 9660 image', e.safe_message)
+        self.assertEqual({}, self.our_vdis())
+        self.assertEqual([], self.conn.list_instances())
+
+    def test_build_failure_boots_the_stock_iso_when_configured(self):
+        self.flags(on_build_failure='stock', group='ipxe')
+        bad = 'c2d3e4f5-a6b7-4c8d-9e0f-1a2b3c4d5e6f'
+        self.add_image(bad, b'\0' * 65536, {'hw_ipxe_boot': 'true'})
+        calls = []
+        real = vm_utils.create_image
+
+        def create_image(*args, **kwargs):
+            calls.append(args[4])
+            return real(*args, **kwargs)
+        self.stub_out('nova.virt.xenapi.vm_utils.create_image',
+                      create_image)
+        vm, _ = self.spawn(bad)
+        self.assertEqual([bad], calls)
+        self.assertEqual({}, self.our_vdis())
+        self.assertEqual({}, self.uploads)
+
+    def test_upload_failure_leaves_no_vdi(self):
+        def refused(xapi, vdi_ref, data):
+            raise exception.XapiUploadFailed(
+                vdi=vdi_ref, call='PUT /import_raw_vdi', code='HTTP 500',
+                details='')
+        self.stub_out('nova_ipxe.virt.xenapi.Xapi.upload', refused)
+        e = self.assertRaises(exception.XapiUploadFailed, self.spawn)
+        self.assertEqual('HTTP 500', e.code)
+        self.assertEqual({}, self.our_vdis())
+
+    def test_obsolete_option_registered_by_nova_is_shared(self):
+        # Nova 21 registers [xenserver] ipxe_mkisofs_cmd itself; ours
+        # must not collide with it.
+        ipxe_conf.register_opts(ipxe_conf.CONF)
+        self.flags(ipxe_mkisofs_cmd='/usr/bin/mkisofs', group='xenserver')
+        self.assertEqual(['xenserver.ipxe_mkisofs_cmd'],
+                         ipxe_conf.report_obsolete(ipxe_conf.CONF))
+
+
+# Only the tests above: Nova's own XenAPIVMTestCase tests are Nova's.
+for _name in dir(test_xenapi.XenAPIVMTestCase):
+    if _name.startswith('test_') and _name not in vars(
+            IpxeXenAPIDriverTestCase):
+        setattr(IpxeXenAPIDriverTestCase, _name, None)
