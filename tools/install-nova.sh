@@ -1,0 +1,54 @@
+#!/bin/bash
+# The Nova venv for the libvirt driver's tests and bench: .venv-nova with
+# the real nova 34.x and what its own functional tests import, plus this
+# project installed as a regular (non-editable) package, because the shim
+# nova/virt/ipxe only works inside Nova's own site-packages (DESIGN 7b).
+# Tests then run from the source tree, whose nova_ipxe comes first on
+# sys.path. qemu-img (qemu-utils, in bindep.txt) is needed for real image
+# backends. Safe to run again; re-installs when a pin or setup.cfg changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "install-nova: $*" >&2; }
+
+VENV=${NOVA_VENV:-.venv-nova}
+# SQLAlchemy 2.1 breaks Nova 34's functional tests (orm.noload lazy
+# loads raise); 2.0.x works.
+PINS=(
+    'nova>=34.0.0,<35'
+    'SQLAlchemy<2.1'
+)
+# What nova/tests/functional and its fixtures import.
+TEST_REQS=(
+    'openstack-placement'
+    'oslotest'
+    'ddt'
+    'requests-mock'
+    'wsgi-intercept'
+    'osprofiler'
+    'testtools'
+    'fixtures'
+    'stestr'
+    'testscenarios'
+)
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+stamp=$VENV/.nova-requirements.sha256
+want=$( (printf '%s\n' "${PINS[@]}" "${TEST_REQS[@]}"; cat requirements.txt \
+    setup.cfg; find nova -name '*.py' -print0 | sort -z | xargs -0 cat) |
+    sha256sum)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing nova and its test requirements into $VENV"
+    start=$(date +%s)
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$VENV/bin/pip" install -q "${PINS[@]}" "${TEST_REQS[@]}" \
+        -r requirements.txt
+    # Non-editable: the shim must land in Nova's site-packages.
+    "$VENV/bin/pip" install -q --no-deps --force-reinstall .
+    rm -rf build nova_ipxe.egg-info
+    echo "$want" > "$stamp"
+    log "done in $(( $(date +%s) - start )) s"
+fi
