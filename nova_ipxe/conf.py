@@ -83,6 +83,16 @@ ipxe_opts = [
                      'key ipxe_boot_menu_url. Such URLs are tenant input: '
                      'they must be plain http(s) URLs and may not use iPXE '
                      'settings.'),
+    cfg.StrOpt('dhcp_subnets', default='static',
+               choices=[('static', 'configure the port\'s fixed IPs '
+                                   'statically even on subnets that run '
+                                   'DHCP (Nova knows the addresses)'),
+                        ('dhcp', 'let iPXE ask DHCP on IPv4 subnets that '
+                                 'have DHCP enabled, as the metadata '
+                                 'service\'s network_data.json says')],
+               help='How the Nova drivers configure a NIC whose IPv4 '
+                    'subnet has DHCP enabled. IPv6 addresses are always '
+                    'set statically.'),
     cfg.StrOpt('on_build_failure', default='fail',
                choices=[('fail', 'fail the boot with the error'),
                         ('stock', 'log the error and boot the unmodified '

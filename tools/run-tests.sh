@@ -1,23 +1,47 @@
 #!/bin/bash
 # The whole test suite, as CI runs it: install what is missing, check
-# style, then every unit and functional test (QEMU boots included) with
-# stestr. Run as root on Debian/Ubuntu. Extra arguments filter tests
-# (stestr regexes), e.g. tools/run-tests.sh tests.unit
+# style, then every suite with stestr: the core suites (unit, functional
+# with QEMU boots, ...) in .venv, and each Nova suite in its own venv.
+# Run as root on Debian/Ubuntu. Extra arguments filter the core run
+# (stestr regexes), e.g. tools/run-tests.sh tests.unit; NOVA_IPXE_SUITES
+# picks suites (default: all), e.g. NOVA_IPXE_SUITES=core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 export PATH="$PWD/.venv/bin:$PATH"
+suites=${NOVA_IPXE_SUITES:-all}
+
+wanted() { [ "$suites" = all ] || [[ " $suites " == *" $1 "* ]]; }
 
 echo "== flake8"
 flake8
 
-echo "== stestr run $*"
 # The QEMU boot tests append their power-on-to-menu times here.
 NOVA_IPXE_BOOT_TIMINGS=$(mktemp --suffix=.boot-timings.jsonl)
 export NOVA_IPXE_BOOT_TIMINGS
 trap 'rm -f "$NOVA_IPXE_BOOT_TIMINGS"' EXIT
+
 rc=0
-stestr run "$@" || rc=$?
+passed=0 failed=0 skipped=0
+# suite NAME VENV TEST_PATH [stestr run arguments]: run one stestr suite
+# with that venv's stestr and add its counts to the totals.
+suite() {
+    local name=$1 venv=$2 path=$3 src=0 p f s
+    shift 3
+    echo "== $name: stestr --test-path $path run $*"
+    "$venv/bin/stestr" --test-path "$path" --top-dir ./ run "$@" || src=$?
+    read -r p f s < <("$venv/bin/stestr" last 2>/dev/null | awk '
+        /Passed:/ {p=$NF} /Failed:/ {f=$NF} /Skipped:/ {s=$NF}
+        END {print p+0, f+0, s+0}')
+    echo "== $name: $p passed, $f failed, $s skipped"
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    [ "$src" = 0 ] || rc=1
+}
+
+# The core suites: every sub-package of tests/ but the Nova ones (see
+# tests/__init__.py).
+wanted core && suite core .venv ./tests "$@"
+
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
     echo "== boot times measured by the functional tests (QEMU TCG)"
     python3 - "$NOVA_IPXE_BOOT_TIMINGS" <<'EOF'
@@ -29,8 +53,6 @@ for line in open(sys.argv[1]):
                                         t[what]))
 EOF
 fi
-# One plain summary line, whatever the runner printed above.
-stestr last 2>/dev/null | awk '
-    /Passed:/ {p=$NF} /Failed:/ {f=$NF} /Skipped:/ {s=$NF}
-    END {printf "%d passed, %d failed, %d skipped\n", p, f, s}'
+# One plain summary line over every suite, whatever the runners printed.
+echo "$passed passed, $failed failed, $skipped skipped"
 exit $rc
