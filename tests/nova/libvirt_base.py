@@ -80,6 +80,29 @@ def blank_qcow2(tmp, size='64M'):
     return read(path)
 
 
+def write_marker(path, marker):
+    """Write ``marker`` (padded to 512 bytes) at the start of an image."""
+    tmp = path + '.marker'
+    with open(tmp, 'wb') as f:
+        f.write(marker.ljust(512, b'\0'))
+    try:
+        subprocess.run(['qemu-io', '-c', 'write -q -s %s 0 512' % tmp,
+                        path], check=True, capture_output=True)
+    finally:
+        os.unlink(tmp)
+
+
+def raw_bytes(data, tmp):
+    """The first MiB of an image (any format qemu-img reads) as raw."""
+    src, dst = os.path.join(tmp, 'img'), os.path.join(tmp, 'img.raw')
+    with open(src, 'wb') as f:
+        f.write(data)
+    subprocess.run(['qemu-img', 'convert', '-O', 'raw', src, dst],
+                   check=True)
+    with open(dst, 'rb') as f:
+        return f.read(1024 * 1024)
+
+
 class IpxeServersTestBase(base.ServersTestBase):
     """ServersTestBase with ipxe.LibvirtDriver and real image files."""
 
@@ -149,6 +172,22 @@ class IpxeServersTestBase(base.ServersTestBase):
                     fixed_ips=[{'ip_address': ip, 'subnet_id': sub['id']}])
         self.neutron._ports[port['id']] = port
         return port
+
+    def refresh_nw_cache(self, server):
+        """Fill the instance's network info cache from Neutron.
+
+        In this harness the cache stays empty after a boot, even with the
+        stock driver, and hard reboot and rescue read network_info from
+        it; a real cloud fills it while allocating the ports.
+        """
+        from nova.network import neutron
+        from nova import objects
+        try:
+            inst = objects.Instance.get_by_uuid(self.ctxt, server['id'])
+        except Exception:
+            return
+        neutron.API().get_instance_nw_info(self.ctxt, inst,
+                                           force_refresh=True)
 
     # -- what the driver did ------------------------------------------------
 
