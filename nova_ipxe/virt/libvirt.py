@@ -46,6 +46,7 @@ import struct
 
 from nova import block_device
 from nova.compute import task_states
+from nova.compute import vm_states
 from nova import exception as nova_exception
 from nova.virt.libvirt import blockinfo
 from nova.virt.libvirt import config as vconfig
@@ -175,8 +176,12 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     # -- which instances are ours ----------------------------------------
 
-    def _ipxe_layout(self, instance, image_meta=None, block_device_info=None):
-        """Blank root ``disk`` + CD layout (flagged ISO, not from volume)."""
+    def _ipxe_layout(self, instance, image_meta=None, block_device_info=None,
+                     check=False):
+        """Blank root ``disk`` + CD layout (flagged ISO, not from volume).
+
+        With ``check``, refuse image backends the layout cannot work on.
+        """
         if image_meta is None or not image_meta.obj_attr_is_set(
                 'disk_format'):
             # Evacuate passes an empty ImageMeta.
@@ -186,7 +191,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         if block_device_info and self._is_booted_from_volume(
                 block_device_info):
             return False
-        if CONF.libvirt.images_type not in SUPPORTED_IMAGES_TYPES:
+        if check and CONF.libvirt.images_type not in SUPPORTED_IMAGES_TYPES:
             raise IpxeBootFailed(
                 image_id=instance.image_ref,
                 reason='iPXE ISO boot needs a file-based image backend on '
@@ -224,9 +229,11 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             # The rescue CD is built in _get_guest_xml; no disk.rescue.
             self._fetch_base(context, instance, image_id, fallback_from_host)
             return False
-        # Unshelve spawns from the snapshot (not flagged): stock path.
+        # Unshelve spawns from the snapshot, with instance.image_ref set
+        # to it (manager._unshelve_instance): stock path.
         if (suffix or booted_from_volume or image_id != instance.image_ref
-                or not self._ipxe_layout(instance)):
+                or instance.vm_state == vm_states.SHELVED_OFFLOADED
+                or not self._ipxe_layout(instance, check=True)):
             return super()._create_and_inject_local_root(
                 context, instance, disk_mapping, booted_from_volume, suffix,
                 disk_images, injection_info, fallback_from_host)
@@ -406,7 +413,8 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                         image_meta, rescue, block_device_info):
         """Build the ISO(s) and return the disk_info to render, a copy."""
         inst_dir = libvirt_utils.get_instance_path(instance)
-        layout = self._ipxe_layout(instance, image_meta, block_device_info)
+        layout = self._ipxe_layout(instance, image_meta, block_device_info,
+                                   check=True)
         rescue_iso = None
         if rescue:
             rescue_id = rescue.get('image_id')
@@ -420,7 +428,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                     {menuurl.OVERRIDE_KEY: image['properties'].get(
                         menuurl.OVERRIDE_KEY)}, uefi, secure)
         if not layout and not rescue_iso:
-            return disk_info
+            return self._no_cd_root(instance, disk_info, image_meta, rescue)
 
         disk_info = copy.deepcopy(disk_info)
         mapping = disk_info['mapping']
@@ -467,6 +475,29 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         for info in mapping.values():
             if isinstance(info, dict):
                 info.pop('boot_index', None)
+        return disk_info
+
+    def _no_cd_root(self, instance, disk_info, image_meta, rescue):
+        """A root left a CD by its BDM, on an image that is no ISO.
+
+        Nova keeps the image BDM's device_type once it is ``cdrom``
+        (blockinfo.get_root_info), so after a rebuild from an ISO to a
+        disk image, or an unshelve from the snapshot of an ISO-booted
+        server, the OS disk would be presented as a CD.  Present it as
+        the disk it is, on the first disk name (which ours reserved).
+        """
+        mapping = disk_info['mapping']
+        disk = mapping.get('disk')
+        if (rescue or not disk or disk.get('type') != 'cdrom'
+                or not image_meta.obj_attr_is_set('disk_format')
+                or image_meta.disk_format == 'iso'):
+            return disk_info
+        disk_info = copy.deepcopy(disk_info)
+        mapping = disk_info['mapping']
+        bus, root_dev = self._root_disk_dev(instance, image_meta)
+        root = {'bus': bus, 'dev': root_dev, 'type': 'disk',
+                'boot_index': '1'}
+        mapping['disk'], mapping['root'] = root, dict(root)
         return disk_info
 
     def _try_build(self, context, instance, network_info, image_id, output,

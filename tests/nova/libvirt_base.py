@@ -58,6 +58,10 @@ REAL = {
     'nova.virt.libvirt.utils.fetch_image': libvirt_utils.fetch_image,
     'nova.virt.libvirt.imagebackend.Backend.backend':
         imagebackend.Backend.backend,
+    'nova.virt.libvirt.driver.LibvirtDriver._create_ephemeral':
+        libvirt_driver.LibvirtDriver._create_ephemeral,
+    'nova.virt.libvirt.driver.LibvirtDriver._create_swap':
+        libvirt_driver.LibvirtDriver._create_swap,
 }
 
 
@@ -93,11 +97,17 @@ def write_marker(path, marker):
 
 
 def raw_bytes(data, tmp):
-    """The first MiB of an image (any format qemu-img reads) as raw."""
-    src, dst = os.path.join(tmp, 'img'), os.path.join(tmp, 'img.raw')
+    """The first MiB of an image (bytes, any format) as raw."""
+    src = os.path.join(tmp, 'img')
     with open(src, 'wb') as f:
         f.write(data)
-    subprocess.run(['qemu-img', 'convert', '-O', 'raw', src, dst],
+    return raw_head(src, tmp)
+
+
+def raw_head(path, tmp):
+    """The first MiB of the image at ``path`` (backing chain included)."""
+    dst = os.path.join(tmp, 'head.raw')
+    subprocess.run(['qemu-img', 'convert', '-O', 'raw', path, dst],
                    check=True)
     with open(dst, 'rb') as f:
         return f.read(1024 * 1024)
@@ -117,8 +127,12 @@ class IpxeServersTestBase(base.ServersTestBase):
             for target, real in REAL.items():
                 self.useFixture(fixtures.MonkeyPatch(target, real))
         self.flags(images_type=self.images_type, group='libvirt')
+        # Fake libvirt's blockRebase copies nothing: snapshot cold, so
+        # the bytes come from the instance's disk through qemu-img.
+        self.flags(disable_libvirt_livesnapshot=True, group='workarounds')
         self.flags(boot_menu_url=MENU_URL, group='ipxe')
         self.ctxt = nova_context.get_admin_context()
+        self._store_uploads()
         self.defined = []
         real_create = libvirt_guest.Guest.create
 
@@ -127,6 +141,17 @@ class IpxeServersTestBase(base.ServersTestBase):
             return real_create(xml, host)
         self.useFixture(fixtures.MonkeyPatch(
             'nova.virt.libvirt.guest.Guest.create', staticmethod(create)))
+
+    def _store_uploads(self):
+        # The fake Glance drops the data of an update (a snapshot upload).
+        real_update = self.glance.update
+
+        def update(context, image_id, metadata, data=None, **kw):
+            if data is not None:
+                self.glance._imagedata[image_id] = (
+                    data.read() if hasattr(data, 'read') else bytes(data))
+            return real_update(context, image_id, metadata, **kw)
+        self.glance.update = update
 
     def _setup_services(self):
         self.flags(api_paste_config=API_PASTE)
