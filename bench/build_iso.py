@@ -408,7 +408,7 @@ def bench_iso(name, path, args, workdir, iso):
     if base.bios:
         cfg_path = base.bios.config.path
         # The exact kernel reference our own build writes.
-        cfg = iso.isolinux_cfg(base._cfg_ref(base.bios.kernel)).encode()
+        cfg = base.bios.config_text().encode()
     entry = {'name': name, 'path': path, 'size': os.path.getsize(path),
              'source_eltorito': src_entries,
              'efi_loader_reads_autoexec': efi_reads,

@@ -72,10 +72,31 @@ def configured_menu_url(conf=CONF):
                    '(oslo.config substitutes ${name})' % e)
 
 
+def _parse_network_data(instance):
+    """netdata.parse(), and never an untyped error from tenant data.
+
+    Every malformed value has a typed refusal in netdata; should one slip
+    through as a plain Python error, it is still the tenant's data that
+    caused it, so ``on_build_failure`` must apply: it becomes an
+    InvalidNetworkData, logged with its traceback so the gap gets fixed.
+    """
+    try:
+        return netdata.parse(instance.network_data, instance.network_names)
+    except exception.NovaIpxeError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, RecursionError, UnicodeError) as e:
+        LOG.exception('Untyped error parsing network data (a nova-ipxe '
+                      'bug): %s', type(e).__name__)
+        raise exception.InvalidNetworkData(
+            field='network_data',
+            reason='unparseable (%s)' % type(e).__name__)
+
+
 def render_script(instance, conf=CONF):
     """Render the instance's iPXE script from the ``[ipxe]`` options."""
     opts = conf.ipxe
-    config = netdata.parse(instance.network_data, instance.network_names)
+    config = _parse_network_data(instance)
     menu_nic = netdata.select_menu_nic(config, opts.menu_network)
     url, source = menuurl.resolve(
         configured_menu_url(conf), instance.image_properties,
@@ -91,7 +112,8 @@ def render_script(instance, conf=CONF):
                          instance_uuid=instance.uuid,
                          hostname=instance.hostname, policy=policy)
     LOG.debug('Rendered the iPXE script for %s: menu from %s via %s',
-              instance.uuid or 'instance', source, menu_nic.mac)
+              script.check_uuid(instance.uuid) or 'instance', source,
+              menu_nic.mac)
     return Script(text=text, menu_url=url, menu_url_source=source,
                   menu_nic=menu_nic)
 
@@ -142,7 +164,8 @@ def build_iso(base, instance, output, conf=CONF):
     rendered = render_script(instance, conf)
     result = base.build(rendered.text, output, uefi=conf.ipxe.uefi)
     LOG.info('Built %s for %s (%d bytes, BIOS %s, UEFI %s), menu %s',
-             output, instance.uuid or 'instance', result.size,
+             output, script.check_uuid(instance.uuid) or 'instance',
+             result.size,
              'yes' if result.bios else 'no', 'yes' if result.uefi else 'no',
              rendered.menu_url_source)
     return result, rendered
@@ -173,12 +196,18 @@ def stock_on_failure(error, conf=CONF):
     """Apply ``[ipxe] on_build_failure`` to a build error.
 
     Returns True when the caller should boot the unmodified ISO; re-raises
-    the error otherwise.
+    the error otherwise.  Only typed errors qualify (every bad input is
+    one, see :func:`_parse_network_data`): a programming error is never
+    papered over.  The log line is one line whatever the error holds.
     """
-    if (conf.ipxe.on_build_failure == 'stock'
-            and isinstance(error, exception.NovaIpxeError)):
+    if not isinstance(error, BaseException):
+        raise TypeError('stock_on_failure() needs an exception, got %s'
+                        % type(error).__name__)
+    if (isinstance(error, exception.NovaIpxeError)
+            and conf.ipxe.on_build_failure == 'stock'):
         LOG.error('Could not build the per-instance iPXE ISO, booting the '
-                  'unmodified ISO as [ipxe] on_build_failure = stock: %s',
-                  error)
+                  'unmodified ISO as [ipxe] on_build_failure = stock: '
+                  '%s error: %s', error.category,
+                  exception.one_line(error))
         return True
     raise error

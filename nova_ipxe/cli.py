@@ -13,13 +13,18 @@
 """The ``nova-ipxe`` command for operators.
 
 Exit status: 0 on success, 1 with one ``nova-ipxe: error: ...`` line on
-standard error for bad input or a failed build, 2 for usage errors.  Never
-a traceback (``--debug`` logs one).
+standard error for bad input, a failed build or SIGTERM/SIGINT (after
+removing any partial output), 2 for usage errors.  Never a traceback
+(``--debug`` logs one).  Logging goes to standard error only, so that
+standard output stays a script (``render-script``) or JSON
+(``inspect --json``) whatever is logged.
 """
 
 import argparse
 import json
 import os
+import signal
+import stat
 import sys
 import time
 
@@ -31,6 +36,7 @@ from nova_ipxe import cache
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from nova_ipxe import glance
+from nova_ipxe import netdata
 
 LOG = logging.getLogger(__name__)
 PROG = 'nova-ipxe'
@@ -38,6 +44,14 @@ PROG = 'nova-ipxe'
 
 class UsageError(Exception):
     pass
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that cleanup runs.
+
+    A BaseException: no ``except Exception`` on the way swallows it, and
+    every ``finally`` (temp files, partial downloads) runs.
+    """
 
 
 def _add_script_args(p):
@@ -118,6 +132,8 @@ def _load_conf(args):
     except cfg.Error as e:
         raise exception.ConfigError(reason=str(e).strip())
     conf.set_override('debug', args.debug)
+    # oslo.log's default handler writes to standard output.
+    conf.set_override('use_stderr', True)
     logging.setup(conf, PROG)
     if not (args.debug or args.verbose):
         # Operators see warnings and the one error line, not progress.
@@ -148,21 +164,58 @@ def _load_conf(args):
 
 
 def _read_network_data(path):
+    """Bounded read of a file, a pipe or standard input.
+
+    Devices and directories are refused (``/dev/zero`` has no end); a
+    pipe is read like standard input, at most netdata.MAX_BYTES + 1.
+    """
+    if path == '-':
+        return netdata.read_json(sys.stdin.buffer, 'standard input')
     try:
-        if path == '-':
-            text = sys.stdin.read()
-        else:
-            with open(path, encoding='utf-8') as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC)
+    except OSError as e:
         raise exception.InvalidNetworkData(
-            field=path, reason='cannot read it: %s'
-                               % (getattr(e, 'strerror', None) or e))
+            field=path, reason='cannot read it: %s' % (e.strerror or e))
     try:
-        return json.loads(text)
-    except ValueError as e:
-        raise exception.InvalidNetworkData(field=path,
-                                           reason='not JSON: %s' % e)
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise exception.InvalidNetworkData(
+                field=path, reason='cannot read it: not a regular file or '
+                                   'a pipe')
+        os.set_blocking(fd, True)
+        f, fd = os.fdopen(fd, 'rb'), None
+        with f:
+            return netdata.read_json(f, path)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _check_output(path):
+    """Refuse to replace anything but a regular file.
+
+    The ISO is written to a temp file and renamed over ``path``: over a
+    device (as root, ``/dev/null``), a FIFO or a directory that would
+    destroy something that is not ours.  A symlink to a regular file is
+    itself replaced, its target never written.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError('--output %s: %s' % (
+            exception.one_line(path), e.strerror or e))
+    if not stat.S_ISREG(mode):
+        kind = ('a directory' if stat.S_ISDIR(mode) else
+                'a FIFO' if stat.S_ISFIFO(mode) else
+                'a device' if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else 'not a regular file')
+        raise UsageError('--output %s is %s%s; refusing to replace it' % (
+            exception.one_line(path), kind,
+            ' (through a symlink)' if os.path.islink(path) else ''))
 
 
 def _instance(args):
@@ -214,6 +267,7 @@ def cmd_fetch(args, conf):
 
 
 def cmd_build_iso(args, conf):
+    _check_output(args.output)
     if args.image:
         client, base_cache = _glance(conf)
         result, rendered, _ = builder.build_iso_from_image(
@@ -231,11 +285,24 @@ def cmd_render_script(args, conf):
     sys.stdout.write(builder.render_script(_instance(args), conf).text)
 
 
+def _printable(value):
+    """Names from inside an ISO are the tenant's: no escape sequences."""
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, str):
+        return exception.one_line(value, limit=4096)
+    return value
+
+
 def cmd_inspect(args, conf):
     info = builder.load_base(args.iso, conf).describe()
     if args.json:
+        # json.dumps escapes control characters and non-ASCII itself.
         print(json.dumps(info, indent=2, sort_keys=True))
         return
+    info = _printable(info)
     print('ISO:       %s (%d bytes, volume %s)'
           % (info['source'], info['size'], info['volume_id']))
     print('Names:     Rock Ridge %s, Joliet %s, isohybrid %s' % tuple(
@@ -278,28 +345,49 @@ COMMANDS = {'build-iso': cmd_build_iso, 'render-script': cmd_render_script,
             'fetch': cmd_fetch, 'inspect': cmd_inspect}
 
 
+def _on_signal(signum, frame):
+    # A second signal must not interrupt the cleanup of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt()
+    raise Terminated()
+
+
+def _error(text):
+    print('%s: error: %s' % (PROG, exception.one_line(text)),
+          file=sys.stderr)
+
+
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
+    previous = {sig: signal.signal(sig, _on_signal)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         conf = _load_conf(args)
         COMMANDS[args.command](args, conf)
     except UsageError as e:
         parser.print_usage(sys.stderr)
-        print('%s: error: %s' % (PROG, e), file=sys.stderr)
+        _error(e)
         return 2
     except exception.NovaIpxeError as e:
         LOG.debug('Failed', exc_info=True)
-        print('%s: error: %s%s' % (PROG, e, _hint(e)), file=sys.stderr)
+        _error('%s%s' % (e, _hint(e)))
         return 1
     except KeyboardInterrupt:
-        print('%s: error: interrupted' % PROG, file=sys.stderr)
+        _error('interrupted')
+        return 1
+    except Terminated:
+        _error('terminated')
         return 1
     except Exception as e:  # never a traceback for an operator
         LOG.debug('Unexpected failure', exc_info=True)
-        print('%s: error: unexpected %s: %s' % (PROG, type(e).__name__, e),
-              file=sys.stderr)
+        _error('unexpected %s: %s' % (type(e).__name__, e))
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -376,7 +376,9 @@ class FatImage:
         if sys.byteorder == 'big':
             fat.byteswap()
         # FAT32 entries are 28 bits; the top 4 are reserved.
-        if size == 4 and d[off + 3:off + n * 4:4].translate(
+        # bytes(): a read-only image is a memoryview, which has no
+        # translate().
+        if size == 4 and bytes(d[off + 3:off + n * 4:4]).translate(
                 None, bytes(range(16))):
             fat = array.array(_U32, (v & 0x0FFFFFFF for v in fat))
         return fat

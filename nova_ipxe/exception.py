@@ -58,6 +58,28 @@ def one_line(text, limit=MAX_MESSAGE):
     return text
 
 
+def show(value, limit=64):
+    """A bounded, printable rendering of an untrusted value.
+
+    Never fails and never recurses: containers show their type only, a
+    huge int its size (``repr`` of one over 4300 digits raises).
+    """
+    if isinstance(value, str):
+        text = value if len(value) <= limit else value[:limit] + '...'
+        return one_line(repr(text))
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        if value.bit_length() > 64:
+            return 'an integer of %d bits' % value.bit_length()
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
+    if type(value).__module__ == 'ipaddress':
+        return one_line(str(value), limit * 2)
+    return 'a %s' % type(value).__name__
+
+
 class NovaIpxeError(Exception):
     """Base class.
 
@@ -82,9 +104,11 @@ class NovaIpxeError(Exception):
     def _format(self, template):
         try:
             return template % self.kwargs
-        except (KeyError, TypeError, ValueError):
-            # A template bug must not hide the original problem.
-            return '%s: %r' % (template, self.kwargs)
+        except Exception:
+            # A template bug, or a value whose repr() fails (an int of
+            # over 4300 digits, deep nesting), must not hide the problem.
+            return '%s: %s' % (template, ', '.join(
+                '%s=%s' % (k, show(v)) for k, v in self.kwargs.items()))
 
 
 class TenantError(NovaIpxeError):

@@ -14,10 +14,18 @@
 script, in-process with pycdlib (no mount, no root, no external tool).
 
 Files are found the way the firmware and ISOLINUX find them: the El Torito
-catalog names the BIOS and UEFI boot images, ``isolinux.cfg`` (looked up
-where ISOLINUX looks) names the iPXE kernel, and the EFI FAT image holds
-the loader.  The source ISO is untrusted: every name and reference read
-from it is validated before it is used.
+catalog names the BIOS and UEFI boot images, ``isolinux.cfg`` (see
+:mod:`nova_ipxe.isolinux`) names the iPXE kernel, and the EFI FAT image
+holds the loader.
+
+The source ISO is untrusted (a tenant uploads it).  Before pycdlib sees
+it, :func:`check_structure` bounds what pycdlib would parse: descriptors,
+directory entries and depth, Rock Ridge continuation areas, the boot
+catalog, an isohybrid GPT.  Files may share data only as exact hard links
+inside the image, and a build writes each source extent once, so its
+output is bounded by the source plus the script (a writer enforces it).
+Every name and reference read from the ISO is validated before use, and
+escaped before it is shown.
 
 A parsed :class:`BaseIso` is immutable and can build many per-instance
 ISOs; :meth:`BaseIso.build` rebuilds a fresh ISO each time rather than
@@ -32,8 +40,10 @@ import io
 import os
 import posixpath
 import re
+import stat
 import sys
 import tempfile
+import threading
 
 from oslo_log import log as logging
 import pycdlib
@@ -41,6 +51,7 @@ from pycdlib import pycdlibexception
 
 from nova_ipxe import esp
 from nova_ipxe import exception
+from nova_ipxe import isolinux
 
 LOG = logging.getLogger(__name__)
 
@@ -52,13 +63,28 @@ AUTOEXEC = 'autoexec.ipxe'
 SCRIPT_ISO_PATH = '/NIPXE.IPX;1'
 SCRIPT_NAME = 'nipxe.ipx'
 EFI_LOADER = '/EFI/BOOT/BOOTX64.EFI'
-# Where ISOLINUX looks for its configuration, after its own directory.
-ISOLINUX_CFG_DIRS = ('/boot/isolinux', '/isolinux', '/boot/syslinux',
-                     '/syslinux', '/')
-ISOLINUX_CFG_NAMES = ('isolinux.cfg', 'syslinux.cfg')
-# What a reference in isolinux.cfg may look like before we use it.
-CFG_PATH_RE = re.compile(r'^[A-Za-z0-9._+~/-]{1,255}$')
-KERNEL_KEYWORDS = ('kernel', 'linux')
+# El Torito counts a boot image in 512-byte sectors, 16 bits: xorriso
+# documents 65535 sectors (32 MiB - 512) as the largest EFI image.
+MAX_EFI_IMAGE = 65535 * 512
+
+# Bounds on the source's structure, checked before pycdlib parses it: an
+# iPXE ISO has a handful of files in a directory or two.  pycdlib's cost
+# grows with the square of a directory's entries (it recomputes every
+# offset on each add), so the entry count bounds a build's time too.
+MAX_ENTRIES = 256           # directory records per tree, dirs included
+MAX_DEPTH = 8               # ISO 9660's own limit
+MAX_DIR_BYTES = 64 * 1024   # one directory's records
+MAX_PATH_TABLE = 64 * 1024
+MAX_DESCRIPTORS = 16        # volume descriptors before the terminator
+MAX_NAME = 255
+MAX_PATH = 1024
+MAX_CATALOG = 4 * SECTOR    # El Torito entries: a few in a real ISO
+MAX_SUSP_AREA = 8 * SECTOR  # one Rock Ridge continuation area
+MAX_SUSP_BYTES = 256 * 1024  # all continuation areas of one tree
+MAX_GPT_ENTRIES = 256       # an isohybrid GPT has 128
+# Metadata a rebuild may add over the source's own (directory records,
+# boot catalog, isohybrid padding to a whole MiB).
+OUTPUT_SLACK = 2 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +100,11 @@ class BiosBoot:
     image: IsoFile         # isolinux.bin
     config: IsoFile        # isolinux.cfg
     kernel: IsoFile        # the iPXE kernel (ipxe.krn / ipxe.lkrn)
+    kernel_ref: str = None  # how our isolinux.cfg names the kernel
+
+    def config_text(self):
+        """The isolinux.cfg every build writes."""
+        return isolinux.render(self.kernel_ref, '/' + SCRIPT_NAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +113,22 @@ class EfiBoot:
     loader: str = None     # path of the x86_64 loader inside the image
     autoexec: bool = False  # the loader runs autoexec.ipxe
     reason: str = None     # why the script cannot be injected, if not
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a source ISO holds, as read once; shared by every build."""
+
+    volume_id: str
+    rock_ridge: str        # '1.09' or None
+    joliet: bool
+    interchange_level: int
+    isohybrid: bool
+    dirs: tuple            # ((iso_path, shown path), ...), parents first
+    files: tuple           # (IsoFile, ...)
+    catalog_extent: int
+    bios: BiosBoot
+    efi: EfiBoot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +145,24 @@ def _strip_version(iso_path):
 
 def _sane_name(name, source):
     if (not name or name in ('.', '..') or '/' in name or '\0' in name
-            or len(name) > 255):
+            or len(name) > MAX_NAME):
         raise exception.InvalidIso(source=source,
                                    reason='bad file name %r' % (name,))
     return name
+
+
+def shown(text):
+    """``text`` safe for a terminal.
+
+    Controls and format characters (escape sequences, bidi overrides) are
+    escaped, as in error messages.
+    """
+    text = exception.one_line(text, limit=4 * MAX_PATH)
+    if text.isprintable():
+        return text
+    return ''.join(c if c.isprintable() or c == ' ' else
+                   '\\u%04x' % ord(c) if ord(c) < 0x10000 else
+                   '\\U%08x' % ord(c) for c in text)
 
 
 # iPXE's real-mode prefix (arch/x86/prefix/libprefix.S) carries this
@@ -126,62 +187,6 @@ def efi_loader_reads_autoexec(data):
             or 'autoexec.ipxe'.encode('utf-16-le') in data)
 
 
-def parse_isolinux_cfg(text):
-    """Return the kernel reference of the default entry of isolinux.cfg.
-
-    Handles the forms iPXE's ISOs and hand-made ones use: ``DEFAULT`` a
-    label or a kernel, ``LABEL`` blocks with ``KERNEL``/``LINUX``, a
-    global ``KERNEL``.  Returns None when no kernel is named.
-    """
-    default = None
-    labels = {}
-    order = []
-    current = None
-    global_kernel = None
-    menu_default = None
-    for raw in text.splitlines():
-        words = raw.strip().split(None, 1)
-        if not words or words[0].startswith('#'):
-            continue
-        key = words[0].lower()
-        arg = words[1].strip() if len(words) > 1 else ''
-        if key == 'default':
-            default = arg.split()[0] if arg else None
-        elif key == 'label':
-            current = arg
-            labels.setdefault(current, None)
-            order.append(current)
-        elif key in KERNEL_KEYWORDS and arg:
-            if current is None:
-                global_kernel = arg.split()[0]
-            elif labels.get(current) is None:
-                labels[current] = arg.split()[0]
-        elif key == 'menu' and arg.lower() == 'default' and current:
-            menu_default = current
-    for label in (default, menu_default):
-        if label in labels and labels[label]:
-            return labels[label]
-    if default and default not in labels:
-        return default  # DEFAULT may name a kernel directly
-    if global_kernel:
-        return global_kernel
-    for label in order:
-        if labels[label]:
-            return labels[label]
-    return None
-
-
-def isolinux_cfg(kernel_ref):
-    """The ISOLINUX configuration we write: boot iPXE with our script."""
-    return ('# Rewritten by nova-ipxe: boot iPXE with the instance script.\n'
-            'DEFAULT nova-ipxe\n'
-            'PROMPT 0\n'
-            'TIMEOUT 0\n'
-            'LABEL nova-ipxe\n'
-            ' KERNEL %s\n'
-            ' INITRD /%s\n' % (kernel_ref, SCRIPT_NAME))
-
-
 def _boot_info_table_csum(self, data_fp, data_len):
     """pycdlib's El Torito boot info table checksum, summed in C.
 
@@ -198,10 +203,249 @@ def _boot_info_table_csum(self, data_fp, data_len):
     return sum(words) & 0xffffffff
 
 
-if (hasattr(pycdlib.PyCdlib, '_calculate_eltorito_boot_info_table_csum')
-        and array.array('I').itemsize == 4):
-    pycdlib.PyCdlib._calculate_eltorito_boot_info_table_csum = (
-        _boot_info_table_csum)
+class _Cdlib(pycdlib.PyCdlib):
+    """The pycdlib our parses and builds use: only the checksum differs.
+
+    A subclass rather than a patch of pycdlib.PyCdlib, so any other user
+    of pycdlib in the process (nova-compute) keeps pycdlib as shipped.
+    """
+
+    if (hasattr(pycdlib.PyCdlib, '_calculate_eltorito_boot_info_table_csum')
+            and array.array('I').itemsize == 4):
+        _calculate_eltorito_boot_info_table_csum = _boot_info_table_csum
+
+
+class _BoundedWriter(io.RawIOBase):
+    """A write-only file that refuses to grow past ``limit`` bytes.
+
+    The last guard on the output size: whatever pycdlib plans, a build
+    never writes more than the source plus the script allow.
+    """
+
+    mode = 'wb'
+
+    def __init__(self, fp, limit, source):
+        super().__init__()
+        self._source = source
+        self._fp = fp
+        self._limit = limit
+        self.size = 0
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def write(self, data):
+        end = self._fp.tell() + len(data)
+        if end > self._limit:
+            raise exception.InvalidIso(
+                source=self._source, reason='its rebuild would be larger '
+                'than the source plus the script (%d bytes)' % self._limit)
+        self.size = max(self.size, end)
+        return self._fp.write(data)
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._fp.seek(offset, whence)
+
+    def tell(self):
+        return self._fp.tell()
+
+
+def _u16(data, at):
+    return int.from_bytes(data[at:at + 2], 'little')
+
+
+def _u32(data, at):
+    return int.from_bytes(data[at:at + 4], 'little')
+
+
+def check_structure(data, source):
+    """Bound the source's ISO 9660 structure before pycdlib reads it.
+
+    pycdlib parses every directory record, path table entry and volume
+    descriptor it is pointed at, with no limit; a hostile image of a few
+    MiB can hold a million records or a directory loop.  This walks the
+    same descriptors and trees with bounds, so pycdlib only ever sees a
+    small, acyclic tree whose extents lie inside the volume.
+    """
+    def fail(reason, *args):
+        raise exception.InvalidIso(source=source, reason=reason % args)
+
+    total = len(data)
+    pvd = data[16 * SECTOR:17 * SECTOR]
+    if len(pvd) < SECTOR or bytes(pvd[1:6]) != b'CD001' or pvd[0] != 1:
+        fail('not a readable ISO 9660 image (no primary volume descriptor)')
+    if _u16(pvd, 128) != SECTOR:
+        fail('its logical block size is %d, not %d', _u16(pvd, 128), SECTOR)
+    volume = _u32(pvd, 80) * SECTOR
+    if volume > total:
+        fail('it is truncated: the volume is %d bytes, the image only %d',
+             volume, total)
+    trees = []
+    for index in range(16, 16 + MAX_DESCRIPTORS):
+        vd = data[index * SECTOR:(index + 1) * SECTOR]
+        if len(vd) < SECTOR or bytes(vd[1:6]) != b'CD001':
+            fail('volume descriptor %d is not ISO 9660', index)
+        kind = vd[0]
+        if kind == 255:
+            break
+        if kind == 0 and bytes(vd[7:30]) == b'EL TORITO SPECIFICATION':
+            _check_catalog(data, _u32(vd, 71), min(volume, total), fail)
+        if kind in (1, 2):
+            if _u32(vd, 132) > MAX_PATH_TABLE:
+                fail('its path table is %d bytes, more than %d',
+                     _u32(vd, 132), MAX_PATH_TABLE)
+            if _u16(vd, 128) != SECTOR:
+                fail('volume descriptor %d has %d-byte blocks', index,
+                     _u16(vd, 128))
+            trees.append(bytes(vd[156:190]))
+    else:
+        fail('no volume descriptor terminator in the first %d',
+             MAX_DESCRIPTORS)
+    # What follows the terminator: pycdlib parses a UDF bridge if one is
+    # announced, a whole second file system no iPXE ISO carries.
+    for index in range(index + 1, index + 1 + MAX_DESCRIPTORS):
+        tag = bytes(data[index * SECTOR + 1:index * SECTOR + 6])
+        if tag in (b'NSR02', b'NSR03'):
+            fail('it carries a UDF file system, which no iPXE ISO has')
+        if tag not in (b'BEA01', b'TEA01', b'BOOT2', b'CD001'):
+            break
+    for root in trees:
+        _check_tree(data, root, min(volume, total), fail)
+    _check_gpt(data, fail)
+
+
+def _check_gpt(data, fail):
+    """An isohybrid GPT's partition arrays are of a sane size.
+
+    pycdlib reads the backup array as large as its header says.
+    """
+    if bytes(data[512:520]) != b'EFI PART':
+        return
+    backup = int.from_bytes(data[512 + 32:512 + 40], 'little') * 512
+    for header in (512, backup):
+        if bytes(data[header:header + 8]) != b'EFI PART':
+            continue
+        if _u32(data, header + 80) > MAX_GPT_ENTRIES:
+            fail('its GPT claims %d partitions', _u32(data, header + 80))
+
+
+def _check_catalog(data, extent, volume, fail):
+    """The boot catalog ends (as pycdlib finds its end) within bounds.
+
+    pycdlib reads a catalog sector by sector until an empty entry or the
+    last entry of the final section: a catalog of a million entries would
+    be parsed whole.
+    """
+    start = extent * SECTOR
+    catalog = data[start:min(start + MAX_CATALOG, volume)]
+    at = 64     # the validation and initial entries
+    while at + 32 <= len(catalog):
+        slot = catalog[at:at + 32]
+        if not any(slot):
+            return
+        if slot[0] == 0x91:
+            if at + 32 + _u16(slot, 2) * 32 <= len(catalog):
+                return
+            break
+        at += 32
+    fail('its El Torito boot catalog does not end within %d bytes',
+         MAX_CATALOG)
+
+
+def _check_susp(data, area, volume, budget, fail):
+    """Bound the Rock Ridge continuation areas reachable from ``area``.
+
+    pycdlib reads every CE area it is pointed at (up to the whole image
+    each); ``budget`` is a one-item list of bytes still allowed.  Any
+    ``CE`` signature counts, wherever it sits, so no skip count or entry
+    length can hide one.
+    """
+    areas = [bytes(area)]
+    hops = 0
+    while areas:
+        area = areas.pop()
+        at = area.find(b'CE\x1c')
+        while 0 <= at <= len(area) - 28:
+            block, offset, length = (_u32(area, at + 4), _u32(area, at + 12),
+                                     _u32(area, at + 20))
+            if length > MAX_SUSP_AREA or offset > MAX_SUSP_AREA:
+                fail('a Rock Ridge continuation area is %d bytes, more than '
+                     '%d', length, MAX_SUSP_AREA)
+            begin = block * SECTOR + offset
+            if begin + length > volume:
+                fail('a Rock Ridge continuation area lies outside the volume')
+            budget[0] -= length
+            hops += 1
+            if budget[0] < 0 or hops > 64:
+                fail('its Rock Ridge continuation areas add up to more than '
+                     '%d bytes', MAX_SUSP_BYTES)
+            areas.append(bytes(data[begin:begin + length]))
+            at = area.find(b'CE\x1c', at + 1)
+
+
+def _check_tree(data, root, volume, fail):
+    """Walk one directory tree (ISO 9660 or Joliet) within the bounds."""
+    pending = [(_u32(root, 2), _u32(root, 10), 1)]
+    seen = set()
+    entries = 0
+    susp_budget = [MAX_SUSP_BYTES]
+    while pending:
+        extent, length, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            fail('its directories nest deeper than %d levels', MAX_DEPTH)
+        if extent in seen:
+            fail('its directory at sector %d appears twice (a loop)', extent)
+        seen.add(extent)
+        if length > MAX_DIR_BYTES:
+            fail('a directory is %d bytes, more than %d', length,
+                 MAX_DIR_BYTES)
+        start = extent * SECTOR
+        if start + length > volume:
+            fail('a directory at sector %d lies outside the volume', extent)
+        block = data[start:start + length]
+        pos = 0
+        while pos < length:
+            size = block[pos]
+            if size == 0:   # records never cross a sector: skip the rest
+                pos = (pos // SECTOR + 1) * SECTOR
+                continue
+            name_len = block[pos + 32] if pos + 33 <= length else 0
+            if size < 34 or pos + size > length or 33 + name_len > size:
+                fail('a directory record at sector %d is malformed',
+                     extent + pos // SECTOR)
+            record = block[pos:pos + size]
+            pos += size
+            _check_susp(data, record[33 + name_len:], volume, susp_budget,
+                        fail)
+            name = bytes(record[33:33 + name_len])
+            if name in (b'\0', b'\1'):
+                continue
+            entries += 1
+            if entries > MAX_ENTRIES:
+                fail('it has more than %d files and directories (an iPXE '
+                     'ISO has a handful)', MAX_ENTRIES)
+            child, child_len = _u32(record, 2), _u32(record, 10)
+            if record[25] & 0x02:
+                pending.append((child, child_len, depth + 1))
+            elif child_len and child * SECTOR + child_len > volume:
+                fail('file %s lies outside the volume (truncated?)',
+                     shown(name.decode('latin-1')))
+
+
+class _Once:
+    """True the first time it is asked, thread-safely."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self):
+        with self._lock:
+            first, self._done = not self._done, True
+        return first
 
 
 class _ViewReader(io.RawIOBase):
@@ -245,19 +489,27 @@ class _ViewReader(io.RawIOBase):
 
 
 class BaseIso:
-    """A parsed source iPXE ISO, held in memory, reusable across builds."""
+    """A parsed source iPXE ISO, held in memory, reusable across builds.
+
+    Immutable once parsed: the bytes are read-only and the layout is a
+    frozen :class:`Layout`, so concurrent builds share it safely.
+    """
+
+    __slots__ = ('source', 'data', 'layout', '_uefi_dropped_once')
 
     def __init__(self, data, source='ISO', max_size=None):
-        self.source = source
         if max_size is not None and len(data) > max_size:
             raise exception.IsoTooLarge(source=source, size=len(data),
                                         limit=max_size)
-        self.data = memoryview(data)
-        self._check_volume_size()
-        iso = pycdlib.PyCdlib()
-        source_fp = io.BytesIO(data)
+        put = super().__setattr__
+        put('source', source)
+        put('data', memoryview(data).toreadonly())
+        put('_uefi_dropped_once', _Once())
+        check_structure(self.data, source)
+        cdlib = _Cdlib()
+        source_fp = _ViewReader(self.data)
         try:
-            iso.open_fp(source_fp)
+            cdlib.open_fp(source_fp)
         except Exception as e:
             # pycdlib is not hardened against hostile images: anything it
             # raises while parsing means the bytes are not a usable ISO.
@@ -265,7 +517,7 @@ class BaseIso:
                 source=source, reason='not a readable ISO 9660 image '
                 '(%s: %s)' % (type(e).__name__, e))
         try:
-            self._read(iso)
+            put('layout', _LayoutReader(self, cdlib).read())
         except exception.NovaIpxeError:
             raise
         except Exception as e:
@@ -274,208 +526,102 @@ class BaseIso:
             raise exception.InvalidIso(source=source, reason='%s: %s' % (
                 type(e).__name__, e))
         finally:
-            iso.close()
-            source_fp.close()  # frees the copy now, not at the next GC
+            cdlib.close()
+            source_fp.close()
 
-    def _check_volume_size(self):
-        """Catch truncated downloads before pycdlib trips over them."""
-        pvd = self.data[16 * SECTOR:17 * SECTOR]
-        if len(pvd) < SECTOR or bytes(pvd[1:6]) != b'CD001':
-            self._fail('not a readable ISO 9660 image (no primary volume '
-                       'descriptor)')
-        blocks = int.from_bytes(pvd[80:84], 'little')
-        block_size = int.from_bytes(pvd[128:130], 'little') or SECTOR
-        if blocks * block_size > len(self.data):
-            self._fail('it is truncated: the volume is %d bytes, the image '
-                       'only %d' % (blocks * block_size, len(self.data)))
+    def __setattr__(self, name, value):
+        raise AttributeError('a parsed BaseIso is immutable')
+
+    def __delattr__(self, name):
+        raise AttributeError('a parsed BaseIso is immutable')
 
     @classmethod
     def from_path(cls, path, max_size=None, name=None):
-        """Read and parse ``path``; ``name`` is how messages call it."""
+        """Read and parse ``path``; ``name`` is how messages call it.
+
+        Only a regular file is read, and never more than ``max_size``
+        (plus one byte, to tell a larger file): the size is checked on
+        what is read, not on what the file system reports.
+        """
         name = name or path
         try:
-            size = os.path.getsize(path)
-            if max_size is not None and size > max_size:
-                raise exception.IsoTooLarge(source=name, size=size,
-                                            limit=max_size)
-            with open(path, 'rb') as f:
-                data = f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as e:
-            raise exception.InvalidIso(source=name,
-                                       reason='cannot read it: %s'
-                                              % e.strerror)
+            raise exception.InvalidIso(source=name, reason='cannot read it: '
+                                       '%s' % e.strerror)
+        try:
+            info = os.fstat(fd)
+            # A FIFO or a device has no size to check and may never end.
+            if not stat.S_ISREG(info.st_mode):
+                raise exception.InvalidIso(
+                    source=name, reason='it is not a regular file')
+            if max_size is not None and info.st_size > max_size:
+                raise exception.IsoTooLarge(source=name, size=info.st_size,
+                                            limit=max_size)
+            data = _read_at_most(fd, None if max_size is None
+                                 else max_size + 1, info.st_size)
+        except OSError as e:
+            raise exception.InvalidIso(source=name, reason='cannot read it: '
+                                       '%s' % e.strerror)
+        finally:
+            os.close(fd)
+        if max_size is not None and len(data) > max_size:
+            # It grew after the size check.
+            raise exception.IsoTooLarge(source=name, size='more than %d'
+                                        % max_size, limit=max_size)
         return cls(data, source=name, max_size=max_size)
 
-    # -- reading -------------------------------------------------------
+    # -- the parsed layout ----------------------------------------------
 
-    def _fail(self, reason):
-        raise exception.InvalidIso(source=self.source, reason=reason)
-
-    def _read(self, iso):
-        self.rock_ridge = iso.has_rock_ridge() and '1.09'
-        self.joliet = iso.has_joliet()
-        self.interchange_level = iso.interchange_level
-        # Only d-characters survive: the label is cosmetic, and hostile.
-        self.volume_id = re.sub(r'[^A-Z0-9_]', '_', iso.pvd.volume_identifier
-                                .decode('ascii', 'replace').strip()
-                                .upper())[:32] or 'IPXE'
-        self.isohybrid = getattr(iso, 'isohybrid_mbr', None) is not None
-        self.dirs = []
-        self.files = []
-        total = len(self.data)
-        for dirpath, dirnames, filenames in iso.walk(iso_path='/'):
-            for name in dirnames + filenames:
-                _sane_name(name, self.source)
-                iso_path = posixpath.join(dirpath, name)
-                rec = iso.get_record(iso_path=iso_path)
-                shown = iso_path
-                if self.rock_ridge and rec.rock_ridge is not None:
-                    rr = rec.rock_ridge.name().decode('utf-8', 'replace')
-                    shown = iso.full_path_from_dirrecord(
-                        rec, rockridge=True)
-                    _sane_name(rr, self.source)
-                if name in dirnames:
-                    self.dirs.append((iso_path, _strip_version(shown)))
-                    continue
-                extent, length = rec.extent_location(), rec.get_data_length()
-                if extent * SECTOR + length > total:
-                    self._fail('file %s runs past the end of the image '
-                               '(truncated download?)' % shown)
-                self.files.append(IsoFile(iso_path, _strip_version(shown),
-                                          extent, length))
-        catalog = iso.eltorito_boot_catalog
-        if catalog is None:
-            self._fail('it has no El Torito boot catalog, so it cannot '
-                       'boot from CD')
-        self.catalog_extent = catalog.extent_location()
-        self.bios = self._bios_boot(catalog.initial_entry,
-                                    catalog.validation_entry.platform_id)
-        self.efi = self._efi_boot(catalog)
-        if self.bios is None and self.efi is None:
-            self._fail('its boot catalog has neither a BIOS (ISOLINUX) nor '
-                       'a UEFI entry')
-
-    def _by_extent(self, extent):
-        for f in self.files:
-            if f.extent == extent and f.length:
-                return f
-        return None
+    rock_ridge = property(lambda self: self.layout.rock_ridge)
+    joliet = property(lambda self: self.layout.joliet)
+    interchange_level = property(lambda self: self.layout.interchange_level)
+    volume_id = property(lambda self: self.layout.volume_id)
+    isohybrid = property(lambda self: self.layout.isohybrid)
+    dirs = property(lambda self: self.layout.dirs)
+    files = property(lambda self: self.layout.files)
+    bios = property(lambda self: self.layout.bios)
+    efi = property(lambda self: self.layout.efi)
 
     def lookup(self, path, cwd='/'):
         """Find a file by a user-visible path, as ISOLINUX would."""
-        full = posixpath.normpath(posixpath.join(cwd, path))
-        want = full.lower()
-        exact = [f for f in self.files if f.path == full]
-        if exact:
-            return exact[0]
-        for f in self.files:
-            if (f.path.lower() == want
-                    or _strip_version(f.iso_path).lower() == want):
-                return f
-        return None
+        return _lookup(self.layout.files, path, cwd)
 
     def file_bytes(self, f):
         start = f.extent * SECTOR
         return self.data[start:start + f.length]
 
-    def _bios_boot(self, entry, platform_id):
-        if entry is None or platform_id == EFI_PLATFORM_ID:
-            return None
-        image = self._by_extent(entry.load_rba)
-        if image is None:
-            self._fail('the BIOS boot image (sector %d) is not a file on '
-                       'the ISO' % entry.load_rba)
-        if b'ISOLINUX' not in bytes(self.file_bytes(image)):
-            self._fail('the BIOS boot image %s is not ISOLINUX; only '
-                       'ISOLINUX-based iPXE ISOs are supported' % image.path)
-        cfg_dirs = (posixpath.dirname(image.path),) + ISOLINUX_CFG_DIRS
-        config = None
-        for d in cfg_dirs:
-            for name in ISOLINUX_CFG_NAMES:
-                config = self.lookup(posixpath.join(d, name))
-                if config:
-                    break
-            if config:
-                break
-        if config is None:
-            self._fail('no isolinux.cfg next to %s or in the places '
-                       'ISOLINUX searches' % image.path)
-        if config.length > 64 * 1024:
-            self._fail('%s is implausibly large' % config.path)
-        text = bytes(self.file_bytes(config)).decode('utf-8', 'replace')
-        ref = parse_isolinux_cfg(text)
-        if ref is None:
-            self._fail('%s names no kernel' % config.path)
-        if not CFG_PATH_RE.match(ref):
-            self._fail('%s names the kernel %r, which is not a plain path'
-                       % (config.path, ref))
-        kernel = self.lookup(ref, posixpath.dirname(config.path))
-        if kernel is None:
-            self._fail('%s boots %r, which is not on the ISO'
-                       % (config.path, ref))
-        if not is_ipxe_kernel(self.file_bytes(kernel)):
-            self._fail('%s (booted by %s) is not an iPXE kernel (.lkrn/.krn)'
-                       % (kernel.path, config.path))
-        return BiosBoot(image=image, config=config, kernel=kernel)
-
-    def _efi_boot(self, catalog):
-        for section in catalog.sections:
-            if section.platform_id != EFI_PLATFORM_ID:
-                continue
-            for entry in section.section_entries:
-                image = self._by_extent(entry.load_rba)
-                if image is None:
-                    LOG.warning('%s: UEFI boot image at sector %d is not a '
-                                'file on the ISO; ignored', self.source,
-                                entry.load_rba)
-                    continue
-                return self._efi_details(image)
-        return None
-
-    def _efi_details(self, image):
-        try:
-            fat = esp.FatImage(self.file_bytes(image), image.path,
-                               writable=False)
-            loader = fat.read_file(EFI_LOADER)
-        except exception.EfiImageError as e:
-            return EfiBoot(image=image, reason=e.message)
-        if loader is None:
-            return EfiBoot(image=image, reason='%s holds no %s' % (
-                image.path, EFI_LOADER))
-        if b'iPXE' not in loader:
-            return EfiBoot(image=image, loader=EFI_LOADER,
-                           reason='%s in %s is not iPXE' % (EFI_LOADER,
-                                                            image.path))
-        if not efi_loader_reads_autoexec(loader):
-            return EfiBoot(image=image, loader=EFI_LOADER,
-                           reason='its EFI iPXE predates autoexec.ipxe '
-                                  'support (iPXE before 2021)')
-        return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True)
+    def _fail(self, reason):
+        raise exception.InvalidIso(source=self.source, reason=reason)
 
     def describe(self):
-        """What was found, for ``nova-ipxe inspect``."""
+        """What was found, for ``nova-ipxe inspect``.
+
+        Names are escaped: they come from the ISO and may carry escapes.
+        """
         info = {
-            'source': self.source,
+            'source': shown(self.source),
             'size': len(self.data),
             'volume_id': self.volume_id,
             'rock_ridge': bool(self.rock_ridge),
             'joliet': self.joliet,
             'isohybrid': self.isohybrid,
-            'files': [f.path for f in self.files],
+            'files': [shown(f.path) for f in self.files],
             'bios': None,
             'uefi': None,
         }
         if self.bios:
-            info['bios'] = {'boot_image': self.bios.image.path,
-                            'config': self.bios.config.path,
-                            'kernel': self.bios.kernel.path,
+            info['bios'] = {'boot_image': shown(self.bios.image.path),
+                            'config': shown(self.bios.config.path),
+                            'kernel': shown(self.bios.kernel.path),
                             'kernel_size': self.bios.kernel.length,
                             'script_injection': True}
         if self.efi:
-            info['uefi'] = {'boot_image': self.efi.image.path,
+            info['uefi'] = {'boot_image': shown(self.efi.image.path),
                             'loader': self.efi.loader,
                             'script_injection': self.efi.autoexec,
-                            'reason': self.efi.reason}
+                            'reason': self.efi.reason and shown(
+                                self.efi.reason)}
         return info
 
     # -- building ------------------------------------------------------
@@ -493,8 +639,10 @@ class BaseIso:
             if uefi == 'require':
                 raise exception.UefiUnsupported(source=self.source,
                                                 reason=self.efi.reason)
-            LOG.warning('%s: dropping the UEFI boot entry (%s); the ISO '
-                        'will boot BIOS only', self.source, self.efi.reason)
+            if self._uefi_dropped_once():
+                LOG.warning('%s: dropping the UEFI boot entry (%s); its '
+                            'ISOs will boot BIOS only', self.source,
+                            self.efi.reason)
             return False
         return True
 
@@ -509,6 +657,10 @@ class BaseIso:
             fat.write_file(loader_dir, AUTOEXEC, script)
         return fat.view()
 
+    def output_limit(self, script):
+        """The most bytes a build from this base may write."""
+        return len(self.data) + len(script) + OUTPUT_SLACK
+
     @contextlib.contextmanager
     def assembled(self, script, uefi='auto'):
         """Yield (pycdlib object of the new ISO, BuildResult).
@@ -521,15 +673,58 @@ class BaseIso:
         readers = []
         new = None
         try:
-            new, result = self._assemble(script, uefi, readers)
-            yield new, result
-        except pycdlibexception.PyCdlibException as e:
-            raise exception.IsoBuildFailed(path='(in memory)', reason=str(e))
+            try:
+                new, result = self._assemble(script, uefi, readers)
+                yield new, result
+            except (exception.NovaIpxeError, OSError):
+                raise   # OSError: the caller's output (IsoBuildFailed)
+            except Exception as e:
+                # pycdlib tripping over what the source holds (it is not
+                # hardened against hostile names or sizes): still the
+                # source's fault, and always a typed error.
+                LOG.debug('Rebuilding %s failed', self.source, exc_info=True)
+                raise exception.InvalidIso(
+                    source=self.source, reason='it cannot be rebuilt (%s: '
+                    '%s)' % (type(e).__name__, e))
         finally:
             if new is not None:
                 new.close()
             for reader in readers:
                 reader.close()
+
+    def _contents(self, script, with_uefi):
+        """[(IsoFile or None, data key, data)] of the new ISO's files.
+
+        The key names where the bytes come from: files with the same key
+        (hard links in the source, every copy of the script) are written
+        once and linked, so the output holds each source extent at most
+        once, plus the script and the configuration.
+        """
+        replaced = {}
+        if self.bios:
+            replaced[self.bios.config.iso_path] = (
+                'cfg', self.bios.config_text().encode('ascii'))
+        if with_uefi:
+            replaced[self.efi.image.iso_path] = (
+                'efi', self._efi_image_with(script))
+        skip = set()
+        if self.efi and not with_uefi:
+            skip.add(self.efi.image.iso_path)
+        contents = []
+        for f in self.files:
+            if (f.extent == self.layout.catalog_extent
+                    or f.iso_path in skip or _is_script_name(f)):
+                continue  # the catalog is remade; our script replaces
+            key, data = replaced.get(f.iso_path, (None, None))
+            if key is None and posixpath.basename(
+                    f.path).lower() == AUTOEXEC:
+                key, data = 'script', script  # no stale stock script
+            if key is None:
+                key, data = ('extent', f.extent, f.length), None
+            contents.append((f, key, data))
+        if self.bios:
+            contents.append((None, 'script', script))
+        return contents
 
     def _assemble(self, script, uefi, readers):
         def reader(data):
@@ -544,40 +739,37 @@ class BaseIso:
                 source=self.source,
                 reason='it has no BIOS entry and UEFI is %s' % (
                     'off' if uefi == 'off' else 'unusable'))
-        replaced = {}
-        if self.bios:
-            replaced[self.bios.config.iso_path] = isolinux_cfg(
-                self._cfg_ref(self.bios.kernel)).encode('ascii')
-            replaced[SCRIPT_ISO_PATH] = script
-        if with_uefi:
-            replaced[self.efi.image.iso_path] = self._efi_image_with(script)
-        skip = set()
-        if self.efi and not with_uefi:
-            skip.add(self.efi.image.iso_path)
+        contents = self._contents(script, with_uefi)
+        first = {}
+        planned = 0
+        for f, key, data in contents:
+            if key not in first:
+                first[key] = f
+                length = len(data) if data is not None else f.length
+                planned += -(-length // SECTOR) * SECTOR
+        if planned > self.output_limit(script) - OUTPUT_SLACK:
+            self._fail('its files would make a %d-byte ISO, more than the '
+                       'source plus the script' % planned)
 
-        new = pycdlib.PyCdlib()
+        new = _Cdlib()
         new.new(interchange_level=self.interchange_level,
                 vol_ident=self.volume_id[:32],
                 rock_ridge=self.rock_ridge or None,
                 joliet=3 if self.joliet else None)
         for iso_path, path in self.dirs:
             new.add_directory(iso_path, **self._names(path))
-        for f in self.files:
-            if f.extent == self.catalog_extent or f.iso_path in skip:
+        written = {}
+        for f, key, data in contents:
+            iso_path, path = ((f.iso_path, f.path) if f else
+                              (SCRIPT_ISO_PATH, '/' + SCRIPT_NAME))
+            names = self._names(path)
+            if key in written:
+                self._link(new, written[key], iso_path, names)
                 continue
-            if f.iso_path == SCRIPT_ISO_PATH:
-                continue  # our own script replaces a previous one
-            data = replaced.get(f.iso_path)
-            if data is None and posixpath.basename(
-                    f.path).lower() == AUTOEXEC:
-                data = script  # no stale stock script stays on the ISO
             if data is None:
                 data = self.file_bytes(f)
-            new.add_fp(reader(data), len(data), f.iso_path,
-                       **self._names(f.path))
-        if SCRIPT_ISO_PATH in replaced:
-            new.add_fp(reader(script), len(script), SCRIPT_ISO_PATH,
-                       **self._names('/' + SCRIPT_NAME))
+            new.add_fp(reader(data), len(data), iso_path, **names)
+            written[key] = iso_path
         catalog = {'bootcatfile': '/BOOT.CAT;1'}
         if self.rock_ridge:
             catalog['rr_bootcatname'] = 'boot.cat'
@@ -596,6 +788,15 @@ class BaseIso:
         return new, BuildResult(path=None, size=None, bios=bool(self.bios),
                                 uefi=with_uefi)
 
+    @staticmethod
+    def _link(new, target, iso_path, names):
+        """Another name for the data at ``target``, not another copy."""
+        new.add_hard_link(iso_old_path=target, iso_new_path=iso_path,
+                          rr_name=names.get('rr_name'))
+        if 'joliet_path' in names:
+            new.add_hard_link(iso_old_path=target,
+                              joliet_new_path=names['joliet_path'])
+
     def _names(self, path):
         names = {}
         if self.rock_ridge:
@@ -606,17 +807,16 @@ class BaseIso:
             names['joliet_path'] = path
         return names
 
-    def _cfg_ref(self, kernel):
-        """How our isolinux.cfg names the kernel: an absolute path."""
-        ref = kernel.path if self.rock_ridge else _strip_version(
-            kernel.iso_path)
-        if not CFG_PATH_RE.match(ref):
-            self._fail('the kernel path %r cannot be written to '
-                       'isolinux.cfg' % ref)
-        return ref
+    def _write(self, new, fp, script):
+        bounded = _BoundedWriter(fp, self.output_limit(script),
+                                 self.source)
+        new.write_fp(bounded)
+        return bounded.size
 
     def build(self, script, output, uefi='auto'):
         """Write the per-instance ISO to ``output`` atomically."""
+        if isinstance(script, str):
+            script = script.encode('ascii')
         directory = os.path.dirname(os.path.abspath(output))
         tmp = None
         with self.assembled(script, uefi) as (new, result):
@@ -625,15 +825,14 @@ class BaseIso:
                     dir=directory, prefix='.%s.' % os.path.basename(output),
                     suffix='.tmp')
                 with os.fdopen(fd, 'wb') as f:
-                    new.write_fp(f)
+                    self._write(new, f, script)
                     size = f.tell()
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, output)
                 tmp = None
-            except (OSError, pycdlibexception.PyCdlibException) as e:
+            except OSError as e:
                 raise exception.IsoBuildFailed(
-                    path=output,
-                    reason=getattr(e, 'strerror', None) or str(e))
+                    path=output, reason=e.strerror or str(e))
             finally:
                 if tmp is not None:
                     try:
@@ -644,7 +843,248 @@ class BaseIso:
 
     def build_bytes(self, script, uefi='auto'):
         """The per-instance ISO in memory (for uploads, e.g. XenAPI)."""
+        if isinstance(script, str):
+            script = script.encode('ascii')
         with self.assembled(script, uefi) as (new, result):
             out = io.BytesIO()
-            new.write_fp(out)
+            self._write(new, out, script)
         return out.getvalue(), result
+
+
+def _read_at_most(fd, limit, size_hint=0):
+    """Up to ``limit`` bytes of ``fd`` (all if None).
+
+    Read in place into one buffer sized from ``size_hint`` (what fstat
+    says), grown a MiB at a time only if the file is longer than that:
+    reading costs the data once, and never more than ``limit``.
+    """
+    data = bytearray(size_hint + 1 if limit is None
+                     else min(size_hint + 1, limit))
+    have = 0
+    while limit is None or have < limit:
+        if have == len(data):
+            data.extend(bytes(1 << 20 if limit is None
+                              else min(1 << 20, limit - have)))
+        with memoryview(data) as view:
+            got = os.readv(fd, [view[have:]])
+        if not got:
+            break
+        have += got
+    del data[have:]
+    return data
+
+
+def _lookup(files, path, cwd='/'):
+    full = posixpath.normpath(posixpath.join(cwd, path))
+    want = full.lower()
+    for f in files:
+        if f.path == full:
+            return f
+    for f in files:
+        if (f.path.lower() == want
+                or _strip_version(f.iso_path).lower() == want):
+            return f
+    return None
+
+
+def _is_script_name(f):
+    """Whether a file is named like our script in the root.
+
+    Any of its names counts: it must not survive to shadow the script.
+    """
+    names = {_strip_version(f.iso_path).lower(), f.path.lower()}
+    return '/' + SCRIPT_NAME in names
+
+
+class _LayoutReader:
+    """Reads a :class:`Layout` from an opened pycdlib object, once."""
+
+    def __init__(self, base, cdlib):
+        self.base = base
+        self.source = base.source
+        self.cdlib = cdlib
+
+    def _fail(self, reason):
+        raise exception.InvalidIso(source=self.source, reason=reason)
+
+    def read(self):
+        cdlib = self.cdlib
+        rock_ridge = '1.09' if cdlib.has_rock_ridge() else None
+        # Only d-characters survive: the label is cosmetic, and hostile.
+        volume_id = re.sub(r'[^A-Z0-9_]', '_', cdlib.pvd.volume_identifier
+                           .decode('ascii', 'replace').strip()
+                           .upper())[:32] or 'IPXE'
+        dirs, files = self._walk(rock_ridge)
+        self.files = files
+        catalog = cdlib.eltorito_boot_catalog
+        if catalog is None:
+            self._fail('it has no El Torito boot catalog, so it cannot '
+                       'boot from CD')
+        bios = self._bios_boot(catalog.initial_entry,
+                               catalog.validation_entry.platform_id,
+                               rock_ridge)
+        efi = self._efi_boot(catalog)
+        if bios is None and efi is None:
+            self._fail('its boot catalog has neither a BIOS (ISOLINUX) nor '
+                       'a UEFI entry')
+        return Layout(
+            volume_id=volume_id, rock_ridge=rock_ridge,
+            joliet=cdlib.has_joliet(),
+            interchange_level=cdlib.interchange_level,
+            isohybrid=getattr(cdlib, 'isohybrid_mbr', None) is not None,
+            dirs=tuple(dirs), files=tuple(files),
+            catalog_extent=catalog.extent_location(), bios=bios, efi=efi)
+
+    def _walk(self, rock_ridge):
+        cdlib = self.cdlib
+        dirs = []
+        files = []
+        dir_names = set()
+        for dirpath, dirnames, filenames in cdlib.walk(iso_path='/'):
+            for name in dirnames + filenames:
+                _sane_name(name, self.source)
+                iso_path = posixpath.join(dirpath, name)
+                rec = cdlib.get_record(iso_path=iso_path)
+                path = iso_path
+                if rock_ridge and rec.rock_ridge is not None:
+                    rr = rec.rock_ridge.name().decode('utf-8', 'replace')
+                    _sane_name(rr, self.source)
+                    path = cdlib.full_path_from_dirrecord(rec,
+                                                          rockridge=True)
+                path = _strip_version(path)
+                if len(path) > MAX_PATH:
+                    self._fail('a path is longer than %d characters'
+                               % MAX_PATH)
+                if name in dirnames:
+                    dirs.append((iso_path, path))
+                    dir_names.update((path.lower(), iso_path.lower()))
+                    continue
+                files.append(IsoFile(iso_path, path, rec.extent_location(),
+                                     rec.get_data_length()))
+        if '/' + SCRIPT_NAME in dir_names:
+            self._fail('a directory is named %s, the name of the script it '
+                       'would take' % SCRIPT_NAME)
+        self._check_extents(files)
+        return dirs, files
+
+    def _check_extents(self, files):
+        """Files share data only as exact hard links, within the image.
+
+        A build writes each distinct extent once, so with no overlaps the
+        output is bounded by the source; a partial overlap would let one
+        sector be copied many times under different lengths.
+        """
+        total = len(self.base.data)
+        spans = sorted({(f.extent, f.length) for f in files if f.length})
+        used = 0
+        end = 0
+        for extent, length in spans:
+            start = extent * SECTOR
+            if start + length > total:
+                self._fail('a file at sector %d runs past the end of the '
+                           'image (truncated download?)' % extent)
+            if start < end:
+                self._fail('two files overlap at sector %d (only exact '
+                           'hard links may share data)' % extent)
+            end = start + -(-length // SECTOR) * SECTOR
+            used += length
+        if used > total:
+            self._fail('its files add up to %d bytes, more than the %d-byte '
+                       'image' % (used, total))
+
+    def _by_extent(self, extent):
+        for f in self.files:
+            if f.extent == extent and f.length:
+                return f
+        return None
+
+    def _bios_boot(self, entry, platform_id, rock_ridge):
+        if entry is None or platform_id == EFI_PLATFORM_ID:
+            return None
+        base = self.base
+        image = self._by_extent(entry.load_rba)
+        if image is None:
+            self._fail('the BIOS boot image (sector %d) is not a file on '
+                       'the ISO' % entry.load_rba)
+        if b'ISOLINUX' not in bytes(base.file_bytes(image)):
+            self._fail('the BIOS boot image %s is not ISOLINUX; only '
+                       'ISOLINUX-based iPXE ISOs are supported'
+                       % shown(image.path))
+        cfg_dirs = (posixpath.dirname(image.path),) + isolinux.CFG_DIRS
+        config = None
+        for d in cfg_dirs:
+            for name in isolinux.CFG_NAMES:
+                config = _lookup(self.files, posixpath.join(d, name))
+                if config:
+                    break
+            if config:
+                break
+        if config is None:
+            self._fail('no isolinux.cfg next to %s or in the places '
+                       'ISOLINUX searches' % shown(image.path))
+        if config.length > isolinux.MAX_CFG_SIZE:
+            self._fail('%s is implausibly large' % shown(config.path))
+        text = bytes(base.file_bytes(config)).decode('utf-8', 'replace')
+        ref = isolinux.kernel_ref(text)
+        if ref is None:
+            self._fail('%s names no kernel' % shown(config.path))
+        if not isolinux.PATH_RE.match(ref):
+            self._fail('%s names the kernel %r, which is not a plain path'
+                       % (shown(config.path), ref))
+        kernel = _lookup(self.files, ref, posixpath.dirname(config.path))
+        if kernel is None:
+            self._fail('%s boots %r, which is not on the ISO'
+                       % (shown(config.path), ref))
+        if not is_ipxe_kernel(base.file_bytes(kernel)):
+            self._fail('%s (booted by %s) is not an iPXE kernel (.lkrn/.krn)'
+                       % (shown(kernel.path), shown(config.path)))
+        # Our isolinux.cfg names the kernel by an absolute path.
+        kernel_ref = kernel.path if rock_ridge else _strip_version(
+            kernel.iso_path)
+        if not isolinux.PATH_RE.match(kernel_ref):
+            self._fail('the kernel path %r cannot be written to '
+                       'isolinux.cfg' % kernel_ref)
+        return BiosBoot(image=image, config=config, kernel=kernel,
+                        kernel_ref=kernel_ref)
+
+    def _efi_boot(self, catalog):
+        for section in catalog.sections:
+            if section.platform_id != EFI_PLATFORM_ID:
+                continue
+            for entry in section.section_entries:
+                image = self._by_extent(entry.load_rba)
+                if image is None:
+                    LOG.warning('%s: UEFI boot image at sector %d is not a '
+                                'file on the ISO; ignored', self.source,
+                                entry.load_rba)
+                    continue
+                return self._efi_details(image)
+        return None
+
+    def _efi_details(self, image):
+        if image.length > MAX_EFI_IMAGE:
+            # Refused rather than written with a clamped or zero count:
+            # firmware differs on both, and the isohybrid partition table
+            # pycdlib writes takes its size from the same count.
+            return EfiBoot(image=image, reason='%s is %d bytes, more than '
+                           'the %d bytes an El Torito entry can describe'
+                           % (shown(image.path), image.length,
+                              MAX_EFI_IMAGE))
+        try:
+            fat = esp.FatImage(self.base.file_bytes(image), image.path,
+                               writable=False)
+            loader = fat.read_file(EFI_LOADER)
+        except exception.EfiImageError as e:
+            return EfiBoot(image=image, reason=e.message)
+        if loader is None:
+            return EfiBoot(image=image, reason='%s holds no %s' % (
+                shown(image.path), EFI_LOADER))
+        if b'iPXE' not in loader:
+            return EfiBoot(image=image, loader=EFI_LOADER,
+                           reason='%s in %s is not iPXE' % (
+                               EFI_LOADER, shown(image.path)))
+        if not efi_loader_reads_autoexec(loader):
+            return EfiBoot(image=image, loader=EFI_LOADER,
+                           reason='its EFI iPXE predates autoexec.ipxe '
+                                  'support (iPXE before 2021)')
+        return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True)

@@ -18,6 +18,11 @@ such as ``${net0/mac}``.  A tenant URL (image property or server metadata
 set so that ``$``, whitespace and anything unusual become percent escapes.
 Either way the result must be a single iPXE token (see
 :func:`nova_ipxe.script.check_token`).
+
+Neither may carry credentials (``user:password@``): the script, URL
+included, is readable by the tenant inside the ISO, so an operator URL
+with credentials is refused (:class:`InvalidConfiguredMenuUrl`), not
+merely warned about.
 """
 
 import urllib.parse
@@ -36,7 +41,7 @@ _TENANT_SAFE = "-._~:/?[]@!&'()*+,;=%"
 
 def _split(url, schemes, error=exception.InvalidMenuUrl):
     if not isinstance(url, str) or not url:
-        raise error(url=url, reason='empty')
+        raise error(url=exception.show(url), reason='empty or not a string')
     if len(url) > MAX_URL_LENGTH:
         raise error(
             url=url[:64] + '...',
@@ -46,6 +51,12 @@ def _split(url, schemes, error=exception.InvalidMenuUrl):
         parts.port  # parsed lazily; raises for a bad port or IPv6 host
     except ValueError as e:
         raise error(url=url, reason=str(e))
+    if parts.username is not None or parts.password is not None:
+        # The tenant can read the URL in the ISO; never hand it a secret
+        # (checked first: no other message repeats the URL with it).
+        raise error(url=_without_credentials(parts),
+                    reason='credentials in the URL are not allowed (the '
+                           'instance can read the URL)')
     if parts.scheme.lower() not in schemes:
         raise error(url=url, reason='scheme must be one of %s'
                     % ', '.join(schemes))
@@ -54,6 +65,12 @@ def _split(url, schemes, error=exception.InvalidMenuUrl):
     if '#' in url:
         raise error(url=url, reason='fragments (#) are not allowed')
     return parts
+
+
+def _without_credentials(parts):
+    """The URL for an error message, its user:password@ left out."""
+    host = parts.netloc.rpartition('@')[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc='***@' + host))
 
 
 def operator_url(url):
@@ -70,7 +87,8 @@ def operator_url(url):
 def tenant_url(url):
     """Validate and re-encode a tenant-supplied URL (no iPXE settings)."""
     if not isinstance(url, str):
-        raise exception.InvalidMenuUrl(url=url, reason='not a string')
+        raise exception.InvalidMenuUrl(url=exception.show(url),
+                                       reason='not a string')
     url = url.strip()
     _split(url, TENANT_SCHEMES)
     # A "%" not starting a valid escape is encoded too, so that no escape
@@ -84,10 +102,7 @@ def tenant_url(url):
         else:
             chars.append(urllib.parse.quote(ch, safe=''))
     encoded = ''.join(chars)
-    parts = _split(encoded, TENANT_SCHEMES)
-    if parts.username is not None or parts.password is not None:
-        raise exception.InvalidMenuUrl(
-            url=url, reason='credentials in the URL are not allowed')
+    _split(encoded, TENANT_SCHEMES)
     try:
         return script.check_token(encoded, 'boot menu URL')
     except exception.InvalidScriptValue as e:

@@ -20,10 +20,21 @@ each value is parsed into a typed object (``ipaddress``, a normalised MAC,
 an int) and anything else is an :class:`InvalidNetworkData` naming the
 field.  iPXE holds one address per family per NIC and no extra routes:
 what it cannot express is logged and skipped, never fatal.
+
+Hostile input is bounded before it is looked at: :func:`read_json` reads
+at most :data:`MAX_BYTES` (+1, to tell "too large" apart) and checks the
+nesting depth before decoding; :func:`parse` walks the structure once
+(depth, node count, string lengths, list lengths) before using it.  Only
+canonical forms are accepted: a MAC is six ASCII hex pairs (ASCII case is
+folded), an address is what :mod:`ipaddress` reads without a zone id, a
+prefix length is plain ASCII digits.  Values that reach an error message
+or a log line go through :func:`nova_ipxe.exception.show` (bounded,
+escaped).
 """
 
 import dataclasses
 import ipaddress
+import json
 import re
 
 from oslo_log import log as logging
@@ -32,7 +43,19 @@ from nova_ipxe import exception
 
 LOG = logging.getLogger(__name__)
 
-MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
+PREFIX_RE = re.compile(r'0|[1-9][0-9]{0,2}')
+
+# Bounds on what a tenant's network data may cost.  Nova writes a few
+# hundred bytes per port; these leave room for any real instance.
+MAX_BYTES = 1024 * 1024      # network_data.json as read
+MAX_DEPTH = 16               # Nova's format nests 5 deep
+MAX_NODES = 100000           # every list, object, key and value
+MAX_STRING = 255             # any key or string value, in characters
+MAX_LINKS = 64
+MAX_NETWORKS = 256
+MAX_ROUTES = 64              # per network
+MAX_SERVICES = 64            # per services list
 
 IPV6_TYPES = ('ipv6', 'ipv6_slaac', 'ipv6_dhcpv6-stateful',
               'ipv6_dhcpv6-stateless')
@@ -78,8 +101,131 @@ class NetworkConfig:
                 self.dns6[0] if self.dns6 else None)
 
 
+_show = exception.show
+
+
 def _fail(field, reason):
     raise exception.InvalidNetworkData(field=field, reason=reason)
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _pairs(pairs):
+    """json object hook: a key given twice is ambiguous, so refused."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _Refused('the key %s appears twice in one object'
+                           % _show(key))
+        obj[key] = value
+    return obj
+
+
+def _constant(name):
+    raise _Refused('%s is not JSON' % name)
+
+
+def read_json(stream, source='network_data', limit=MAX_BYTES):
+    """Read and decode network_data.json from a binary ``stream``.
+
+    Reads at most ``limit`` + 1 bytes whatever the stream is (a pipe or a
+    device has no size to check up front).
+    """
+    chunks, size = [], 0
+    try:
+        while size <= limit:
+            chunk = stream.read(min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        _fail(source, 'cannot read it: %s' % (e.strerror or e))
+    if size > limit:
+        _fail(source, 'larger than %d bytes' % limit)
+    try:
+        text = b''.join(chunks).decode('utf-8')
+    except UnicodeDecodeError as e:
+        _fail(source, 'not UTF-8 (byte %d)' % e.start)
+    try:
+        # The C decoder counts its recursion: deep nesting is a
+        # RecursionError, caught here; check_shape() then applies
+        # MAX_DEPTH to what was decoded.
+        return json.loads(text, object_pairs_hook=_pairs,
+                          parse_constant=_constant)
+    except _Refused as e:
+        _fail(source, 'not JSON: %s' % e)
+    except RecursionError:
+        _fail(source, 'not JSON: nested deeper than %d' % MAX_DEPTH)
+    except ValueError as e:
+        _fail(source, 'not JSON: %s' % e)
+
+
+_KEY_RE = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+
+def _path(entry):
+    """The field name (``networks[0].routes``) of a check_shape entry."""
+    parts = []
+    while entry[2] is not None:
+        key = entry[3]
+        if isinstance(key, int):
+            parts.append('[%d]' % key)
+        else:
+            parts.append('.' + (key if _KEY_RE.fullmatch(key)
+                                else '[%s]' % _show(key)))
+        entry = entry[2]
+    return ''.join(reversed(parts)).lstrip('.') or 'network_data'
+
+
+def check_shape(data):
+    """Bound the whole structure in one iterative walk, before use.
+
+    Network data from Nova arrives as a dict, not as text, so the same
+    bounds apply here whatever read it.  Each entry is (value, depth,
+    parent entry, key): the field name is only built for an error.
+    """
+    stack = [(data, 1, None, None)]
+    nodes = 0
+    while stack:
+        entry = stack.pop()
+        value, depth = entry[0], entry[1]
+        nodes += 1
+        if depth > MAX_DEPTH:
+            _fail(_path(entry), 'nested deeper than %d' % MAX_DEPTH)
+        if isinstance(value, (dict, list, tuple)) and (
+                nodes + len(stack) + len(value) > MAX_NODES):
+            _fail(_path(entry), 'more than %d values in the network data'
+                  % MAX_NODES)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    _fail(_path(entry), 'an object key is a %s, not a '
+                          'string' % type(key).__name__)
+                if len(key) > MAX_STRING:
+                    _fail(_path(entry), 'a key is longer than %d '
+                          'characters: %s' % (MAX_STRING, _show(key)))
+                stack.append((item, depth + 1, entry, key))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1, entry, i)
+                         for i, item in enumerate(value))
+        elif isinstance(value, str):
+            if len(value) > MAX_STRING:
+                _fail(_path(entry), 'longer than %d characters: %s'
+                      % (MAX_STRING, _show(value)))
+        elif not (value is None or isinstance(value, (bool, int, float))):
+            _fail(_path(entry), 'a %s is not a JSON value'
+                  % type(value).__name__)
+
+
+def _list(value, field, limit):
+    if not isinstance(value, list):
+        _fail(field, 'expected a list, got %s' % _show(value))
+    if len(value) > limit:
+        _fail(field, 'more than %d entries (%d)' % (limit, len(value)))
+    return value
 
 
 def _get(obj, key, field, types, required=True):
@@ -88,7 +234,9 @@ def _get(obj, key, field, types, required=True):
         if required:
             _fail('%s.%s' % (field, key), 'missing')
         return None
-    if not isinstance(value, types):
+    if not isinstance(value, types) or (
+            isinstance(value, bool) and bool not in (
+                types if isinstance(types, tuple) else (types,))):
         _fail('%s.%s' % (field, key), 'expected %s, got %s' % (
             '/'.join(t.__name__ for t in (
                 types if isinstance(types, tuple) else (types,))),
@@ -97,9 +245,11 @@ def _get(obj, key, field, types, required=True):
 
 
 def parse_mac(value, field):
-    if not isinstance(value, str) or not MAC_RE.match(value.lower()):
-        _fail(field, 'not a MAC address (want xx:xx:xx:xx:xx:xx): %r'
-              % (value,))
+    """Six ASCII hex pairs; ASCII upper case is folded, nothing else."""
+    if (not isinstance(value, str) or not value.isascii()
+            or not MAC_RE.fullmatch(value.lower())):
+        _fail(field, 'not a MAC address (want xx:xx:xx:xx:xx:xx): %s'
+              % _show(value))
     mac = value.lower()
     if int(mac[:2], 16) & 1:
         _fail(field, 'a multicast MAC cannot be a NIC address: %s' % mac)
@@ -107,40 +257,58 @@ def parse_mac(value, field):
 
 
 def _parse_ip(value, version, field):
+    """An address iPXE can parse; ``version`` None takes either family.
+
+    :mod:`ipaddress` also accepts IPv6 zone ids (``fe80::1%eth0``, any
+    text after the ``%``) and IPv4-mapped addresses; iPXE's ``set``
+    parses neither, so both are refused.
+    """
+    family = 'IPv%d address' % version if version else 'IP address'
     if not isinstance(value, str):
-        _fail(field, 'expected an IPv%d address string, got %s'
-              % (version, type(value).__name__))
+        _fail(field, 'expected an %s string, got %s'
+              % (family, type(value).__name__))
+    if not value.isascii() or '%' in value:
+        _fail(field, 'not an %s iPXE can use (zone ids and non-ASCII '
+              'characters are refused): %s' % (family, _show(value)))
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        _fail(field, 'not an IP address: %r' % value)
-    if address.version != version:
-        _fail(field, 'expected an IPv%d address, got %s' % (version, value))
+        _fail(field, 'not an IP address: %s' % _show(value))
+    if version and address.version != version:
+        _fail(field, 'expected an IPv%d address, got %s'
+              % (version, _show(value)))
+    if address.version == 6 and address.ipv4_mapped:
+        _fail(field, 'an IPv4-mapped address cannot be set in iPXE: %s'
+              % _show(value))
     return address
 
 
 def _parse_prefix(netmask, version, field):
     """A netmask in address form, or a prefix length, -> prefix length."""
+    bits = 32 if version == 4 else 128
     if isinstance(netmask, int) and not isinstance(netmask, bool):
+        if not 0 <= netmask <= bits:
+            _fail(field, 'prefix length %s out of range' % _show(netmask))
         prefix = netmask
-    elif isinstance(netmask, str) and netmask.isdigit():
+    elif isinstance(netmask, str) and PREFIX_RE.fullmatch(netmask):
+        # ASCII digits only: str.isdigit() is also true for "²".
         prefix = int(netmask)
-    elif isinstance(netmask, str):
+    elif (isinstance(netmask, str) and netmask.isascii()
+          and len(netmask) <= 39 and '%' not in netmask):
         # ipaddress parses address-form masks for IPv4 only.
         try:
             mask = ipaddress.ip_address(netmask)
         except ValueError:
             mask = None
-        bits = 32 if version == 4 else 128
         value = int(mask) if mask and mask.version == version else -1
         inverted = ~value & ((1 << bits) - 1)
         if value < 0 or inverted & (inverted + 1):
-            _fail(field, 'not a valid IPv%d netmask: %r' % (version,
-                                                            netmask))
+            _fail(field, 'not a valid IPv%d netmask: %s'
+                  % (version, _show(netmask)))
         prefix = bits - inverted.bit_length()
     else:
-        _fail(field, 'expected a netmask, got %r' % (netmask,))
-    if not 0 <= prefix <= (32 if version == 4 else 128):
+        _fail(field, 'expected a netmask, got %s' % _show(netmask))
+    if not 0 <= prefix <= bits:
         _fail(field, 'prefix length %d out of range' % prefix)
     return prefix
 
@@ -165,9 +333,9 @@ def _interface(network, version, field):
 
 def _default_gateway(network, iface, field):
     """Return the default route's gateway; log and skip other routes."""
-    routes = network.get('routes') or []
-    if not isinstance(routes, list):
-        _fail(field + '.routes', 'expected a list')
+    routes = network.get('routes')
+    routes = [] if routes is None else _list(routes, field + '.routes',
+                                             MAX_ROUTES)
     gateway = None
     for i, route in enumerate(routes):
         rfield = '%s.routes[%d]' % (field, i)
@@ -195,25 +363,21 @@ def _default_gateway(network, iface, field):
     return gateway
 
 
-def _dns_from(services, field, dns4, dns6):
+def _dns_from(services, field, dns4, dns6, seen):
+    """Append new DNS servers; ``seen`` makes the duplicate check O(1)."""
     if services is None:
         return
-    if not isinstance(services, list):
-        _fail(field, 'expected a list')
-    for i, service in enumerate(services):
+    for i, service in enumerate(_list(services, field, MAX_SERVICES)):
         sfield = '%s[%d]' % (field, i)
         if not isinstance(service, dict):
             _fail(sfield, 'expected an object')
         if service.get('type') != 'dns':
             continue
-        value = service.get('address')
-        try:
-            address = ipaddress.ip_address(value)
-        except (ValueError, TypeError):
-            _fail(sfield + '.address', 'not an IP address: %r' % (value,))
-        target = dns4 if address.version == 4 else dns6
-        if address not in target:
-            target.append(address)
+        address = _parse_ip(service.get('address'), None,
+                            sfield + '.address')
+        if address not in seen:
+            seen.add(address)
+            (dns4 if address.version == 4 else dns6).append(address)
 
 
 def parse(data, network_names=None):
@@ -224,10 +388,13 @@ def parse(data, network_names=None):
     """
     if not isinstance(data, dict):
         _fail('network_data', 'expected a JSON object')
+    check_shape(data)
     network_names = network_names or {}
-    links = _get(data, 'links', 'network_data', list)
-    networks = _get(data, 'networks', 'network_data', list,
-                    required=False) or []
+    links = _list(_get(data, 'links', 'network_data', list),
+                  'network_data.links', MAX_LINKS)
+    networks = _list(_get(data, 'networks', 'network_data', list,
+                          required=False) or [],
+                     'network_data.networks', MAX_NETWORKS)
 
     nics = {}
     macs = set()
@@ -238,11 +405,11 @@ def parse(data, network_names=None):
             _fail(field, 'expected an object')
         link_id = _get(link, 'id', field, str)
         if link_id in nics or link_id in skipped_links:
-            _fail(field + '.id', 'duplicate link id %r' % link_id)
+            _fail(field + '.id', 'duplicate link id %s' % _show(link_id))
         link_type = link.get('type', 'phy')
         if link_type in UNSUPPORTED_LINK_TYPES:
-            LOG.warning('%s: %s link %r cannot be configured by iPXE; '
-                        'skipped', field, link_type, link_id)
+            LOG.warning('%s: %s link %s cannot be configured by iPXE; '
+                        'skipped', field, link_type, _show(link_id))
             skipped_links.add(link_id)
             continue
         mac = parse_mac(link.get('ethernet_mac_address'),
@@ -256,10 +423,10 @@ def parse(data, network_names=None):
             if (not isinstance(mtu, int) or isinstance(mtu, bool)
                     or not 68 <= mtu <= 65535):
                 _fail(field + '.mtu', 'expected an integer 68..65535, got '
-                      '%r' % (mtu,))
+                      '%s' % _show(mtu))
         nics[link_id] = Nic(link_id=link_id, mac=mac, mtu=mtu)
 
-    dns4, dns6 = [], []
+    dns4, dns6, seen_dns = [], [], set()
     for i, network in enumerate(networks):
         field = 'networks[%d]' % i
         if not isinstance(network, dict):
@@ -269,18 +436,19 @@ def parse(data, network_names=None):
             continue
         nic = nics.get(link_id)
         if nic is None:
-            _fail(field + '.link', 'no link with id %r' % link_id)
+            _fail(field + '.link', 'no link with id %s' % _show(link_id))
         net_type = _get(network, 'type', field, str)
         if net_type not in NETWORK_TYPES:
-            _fail(field + '.type', 'unknown network type %r (known: %s)'
-                  % (net_type, ', '.join(NETWORK_TYPES)))
+            _fail(field + '.type', 'unknown network type %s (known: %s)'
+                  % (_show(net_type), ', '.join(NETWORK_TYPES)))
         network_id = _get(network, 'network_id', field, str,
                           required=False)
         if network_id:
             nic.network_ids.append(network_id)
             if network_id in network_names:
                 nic.network_names.append(network_names[network_id])
-        _dns_from(network.get('services'), field + '.services', dns4, dns6)
+        _dns_from(network.get('services'), field + '.services', dns4, dns6,
+                  seen_dns)
 
         if net_type == 'ipv4_dhcp':
             nic.dhcp4 = True
@@ -310,7 +478,7 @@ def parse(data, network_names=None):
                      'using the static address', nic.mac)
             nic.dhcp4 = False
 
-    _dns_from(data.get('services'), 'services', dns4, dns6)
+    _dns_from(data.get('services'), 'services', dns4, dns6, seen_dns)
     if len(dns4) > 1 or len(dns6) > 1:
         used = dns4[:1] + dns6[:1]
         ignored = dns4[1:] + dns6[1:]
@@ -335,7 +503,8 @@ def select_menu_nic(config, menu_network=None):
         present = sorted({n for nic in config.nics
                           for n in nic.network_ids + nic.network_names})
         raise exception.MenuNetworkNotFound(
-            network=menu_network, present=', '.join(present) or 'none')
+            network=menu_network,
+            present=', '.join(map(_show, present)) or 'none')
     for test in (lambda n: n.ipv4 and n.gateway4,
                  lambda n: n.ipv6 and n.gateway6,
                  lambda n: n.dhcp4,

@@ -23,13 +23,23 @@ get here (``ipaddress`` objects, normalised MACs, ints, UUIDs).
 """
 
 import dataclasses
+import ipaddress
 import re
 import uuid as uuid_mod
 
 from nova_ipxe import exception
 
-HOSTNAME_LABEL_RE = re.compile(r'^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')
+HOSTNAME_LABEL_RE = re.compile(r'[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?')
+UUID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                     r'[0-9a-f]{12}')
+# What iPXE's inet_aton() and inet6_aton() read: no zone id, no dotted
+# IPv4 tail in an IPv6 address.
+ADDRESS_RE = {4: re.compile(r'[0-9]{1,3}(\.[0-9]{1,3}){3}'),
+              6: re.compile(r'[0-9a-f:]{2,39}')}
 OPERATORS = ('||', '&&', ';')
+# A script is a few hundred bytes per NIC; netdata.MAX_LINKS fully
+# configured NICs stay well inside this.
+MAX_SCRIPT_BYTES = 128 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,29 +82,62 @@ def check_token(value, what, allow_settings=False):
     return value
 
 
+def _shown(value):
+    """A bounded value for an error message (a tenant may send 1 MB)."""
+    if isinstance(value, str) and len(value) > 80:
+        return value[:80] + '...'
+    return value if isinstance(value, str) else type(value).__name__
+
+
 def check_hostname(hostname):
-    """RFC 1123 host name, lower-cased; ``None`` stays ``None``."""
+    """RFC 1123 host name, ASCII only; ``None`` stays ``None``.
+
+    ASCII upper case is lower-cased (host names are case-insensitive);
+    nothing else is normalised: a non-ASCII letter is refused, never
+    folded (``str.lower()`` maps the Kelvin sign to ``k``), and a
+    trailing dot is refused.
+    """
     if hostname is None:
         return None
-    name = hostname.lower() if isinstance(hostname, str) else hostname
-    if (not isinstance(name, str) or not name or len(name) > 253
-            or not all(HOSTNAME_LABEL_RE.match(label)
-                       for label in name.rstrip('.').split('.'))):
+    if (not isinstance(hostname, str) or not hostname.isascii()
+            or not hostname or len(hostname) > 253
+            or not all(HOSTNAME_LABEL_RE.fullmatch(label)
+                       for label in hostname.lower().split('.'))):
         raise exception.InvalidScriptValue(
-            what='hostname', value=hostname,
-            reason='not an RFC 1123 host name (letters, digits, hyphens, '
-                   'dot-separated labels of at most 63 characters)')
-    return check_token(name.rstrip('.'), 'hostname')
+            what='hostname', value=_shown(hostname),
+            reason='not an RFC 1123 host name (ASCII letters, digits, '
+                   'hyphens, dot-separated labels of at most 63 '
+                   'characters)')
+    return check_token(hostname.lower(), 'hostname')
 
 
 def check_uuid(value):
+    """The canonical hyphenated form only; ASCII upper case is folded.
+
+    ``uuid.UUID()`` also takes braces, ``urn:uuid:``, missing hyphens and
+    (through ``int()``) a sign or underscores, turning garbage into some
+    other instance's UUID: all refused.
+    """
     if value is None:
         return None
-    try:
-        return str(uuid_mod.UUID(str(value)))
-    except ValueError:
-        raise exception.InvalidScriptValue(what='instance UUID', value=value,
-                                           reason='not a UUID')
+    text = str(value) if isinstance(value, uuid_mod.UUID) else value
+    if not isinstance(text, str) or not text.isascii() or (
+            not UUID_RE.fullmatch(text.lower())):
+        raise exception.InvalidScriptValue(
+            what='instance UUID', value=_shown(value),
+            reason='not a UUID in canonical form '
+                   '(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)')
+    return text.lower()
+
+
+def _check_address(value):
+    """An ``ipaddress`` value as text iPXE parses, else refuse."""
+    text = str(value)
+    if not ADDRESS_RE[value.version].fullmatch(text):
+        raise exception.InvalidScriptValue(
+            what='IP address', value=_shown(text),
+            reason='not in a form iPXE can parse')
+    return text
 
 
 class _Writer:
@@ -105,13 +148,21 @@ class _Writer:
 
     def add(self, template, *values):
         self.lines.append(template % tuple(
-            check_token(str(v), 'value') for v in values))
+            check_token(_check_address(v) if isinstance(
+                v, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                else str(v), 'value') for v in values))
 
     def raw(self, line):
         self.lines.append(line)
 
     def text(self):
-        return '\n'.join(self.lines) + '\n'
+        text = '\n'.join(self.lines) + '\n'
+        if len(text) > MAX_SCRIPT_BYTES:
+            raise exception.InvalidScriptValue(
+                what='the iPXE script', value='%d bytes' % len(text),
+                reason='longer than %d bytes; the network data has too '
+                       'many NICs' % MAX_SCRIPT_BYTES)
+        return text
 
 
 def _configure_nic(w, n, nic):

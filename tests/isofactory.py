@@ -156,3 +156,47 @@ def plain_iso(tmp):
         ('/IPXE.LKR;1', '/'): files['/ipxe.krn'],
     }, bios='/ISOLINUX/ISOLINUX.BIN;1', rock_ridge=False,
         interchange_level=1)
+
+
+def boot_iso_bytes(extra=None, rock_ridge=True, efi=None, interchange_level=3):
+    """Bytes of a bookworm-based iPXE ISO; ``extra(pycdlib)`` adds more."""
+    isolinux, ldlinux, files = bookworm_parts()
+    new = pycdlib.PyCdlib()
+    new.new(interchange_level=interchange_level,
+            rock_ridge='1.09' if rock_ridge else None,
+            joliet=3 if rock_ridge else None)
+
+    def add(path, name, data):
+        kw = {'rr_name': name, 'joliet_path': '/' + name} if rock_ridge else {}
+        new.add_fp(io.BytesIO(data), len(data), path, **kw)
+    add('/ISOLINUX.BIN;1', 'isolinux.bin', isolinux)
+    add('/LDLINUX.C32;1', 'ldlinux.c32', ldlinux)
+    add('/ISOLINUX.CFG;1', 'isolinux.cfg', files['/isolinux.cfg'])
+    add('/IPXE.KRN;1', 'ipxe.krn', files['/ipxe.krn'])
+    if efi is not None:
+        add('/EFI.IMG;1', 'efi.img', efi)
+    if extra:
+        extra(new)
+    new.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
+                     boot_load_size=4, boot_info_table=True)
+    if efi is not None:
+        # 0: pycdlib (like El Torito) cannot count past 65535 sectors.
+        new.add_eltorito('/EFI.IMG;1', bootcatfile='/BOOT.CAT;1', efi=True,
+                         boot_load_size=min(65535, -(-len(efi) // 512))
+                         if len(efi) <= 65535 * 512 else 0)
+    out = io.BytesIO()
+    new.write_fp(out)
+    new.close()
+    return out.getvalue()
+
+
+def record_offsets(data, name):
+    """Offsets of the ISO 9660 directory records named ``name``."""
+    needle = bytes([len(name)]) + name
+    at, found = 0, []
+    while True:
+        at = data.find(needle, at)
+        if at < 0:
+            return found
+        found.append(at - 32)
+        at += 1

@@ -14,13 +14,17 @@
 
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 
 from tests import base
 from tests import isofactory
 
 MENU = 'http://192.0.2.1:8080/menu.ipxe'
+UUID_NL = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f\nnova-ipxe: error: forged'
 
 
 class CliTestCase(base.TestCase):
@@ -132,3 +136,197 @@ class CliTestCase(base.TestCase):
             self.assertNotIn('Traceback', result.stderr)
             self.assertRegex(result.stderr, r'(?m)^nova-ipxe( [a-z-]+)?: '
                                             r'error: ')
+
+
+# Runs the CLI with pycdlib's writer stalled after its first bytes, so
+# that a signal arrives while the temp file is half written.
+STALLED_WRITE = '''
+import os, sys, time
+import pycdlib
+def write_fp(self, fp, *args, **kwargs):
+    fp.write(b"partial ISO")
+    fp.flush()
+    open(os.environ["NIPXE_WRITING"], "w").close()
+    time.sleep(120)
+pycdlib.PyCdlib.write_fp = write_fp
+from nova_ipxe import cli
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+OBSOLETE_CONF = '[xenserver]\nipxe_mkisofs_cmd = mkisofs\n'
+
+
+class HostileCliTestCase(CliTestCase):
+    """Issue 7.3, 7.5, 7.6: the promises about the process."""
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def test_logging_never_reaches_stdout(self):
+        conf = self.write('warn.conf', OBSOLETE_CONF)
+        result = self.run_cli('--config-file', conf, 'render-script',
+                              '--network-data', base.DEMO_NETWORK_DATA,
+                              '--menu-url', MENU)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertTrue(result.stdout.startswith('#!ipxe\n'), result.stdout)
+        self.assertIn('ipxe_mkisofs_cmd', result.stderr)  # it was logged
+        self.assertNotIn('obsolete', result.stdout)
+        result = self.run_cli('--config-file', conf, 'inspect',
+                              base.TRIXIE_ISO, '--json')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('ipxe_mkisofs_cmd', result.stderr)
+        self.assertEqual('/ipxe.krn',
+                         json.loads(result.stdout)['bios']['kernel'])
+
+    def test_control_characters_never_split_a_line(self):
+        data = json.load(open(base.DEMO_NETWORK_DATA))
+        data['links'].append({'id': 'v\nnova-ipxe: error: forged\r\x1b[2J',
+                              'type': 'vlan'})
+        logged = self.write('vlan.json', json.dumps(data))
+        result = self.run_cli('render-script', '--network-data', logged,
+                              '--menu-url', MENU)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('vlan link', result.stderr)
+        for line in result.stderr.splitlines():
+            self.assertNotIn('forged', line.split('vlan link')[0])
+        self.assertNotIn('\x1b', result.stderr)
+        self.assertNotIn('\r', result.stderr)
+        data['links'].pop()
+        data['networks'][1]['ip_address'] = '2001:db8::10%eth0\nforged'
+        bad = self.write('zone.json', json.dumps(data))
+        for args in (('--network-data', bad),
+                     ('--network-data', base.DEMO_NETWORK_DATA,
+                      '--instance-uuid', UUID_NL),
+                     ('--network-data', base.DEMO_NETWORK_DATA,
+                      '--hostname', 'vm\nnova-ipxe: error: forged')):
+            result = self.run_cli('render-script', '--menu-url', MENU, *args)
+            self.assertError(result, 'nova-ipxe: error: ')
+            self.assertEqual(1, len(result.stderr.splitlines()),
+                             result.stderr)
+            self.assertEqual('', result.stdout)
+
+    def test_network_data_bounded_on_what_is_read(self):
+        self.assertError(self.run_cli(
+            'render-script', '--menu-url', MENU, '--network-data',
+            '/dev/zero'), 'not a regular file or a pipe')
+        self.assertError(self.run_cli(
+            'render-script', '--menu-url', MENU, '--network-data',
+            self.tmp), 'not a regular file or a pipe')
+        with open('/dev/zero', 'rb') as zero:
+            result = subprocess.run(
+                [sys.executable, '-m', 'nova_ipxe.cli', 'render-script',
+                 '--menu-url', MENU, '--network-data', '-'], stdin=zero,
+                capture_output=True, text=True, cwd=base.REPO)
+        self.assertError(result, 'standard input: larger than 1048576')
+        links = [{'id': 'l%d' % i, 'ethernet_mac_address':
+                  'fa:16:3e:%02x:%02x:%02x' % (i >> 16, i >> 8 & 255,
+                                               i & 255)}
+                 for i in range(100000)]
+        huge = self.write('huge.json', json.dumps({'links': links}))
+        self.assertError(self.run_cli('render-script', '--menu-url', MENU,
+                                      '--network-data', huge),
+                         'larger than 1048576 bytes')
+        many = self.write('many.json', json.dumps({'links': links[:1000]}))
+        self.assertError(self.run_cli('render-script', '--menu-url', MENU,
+                                      '--network-data', many),
+                         'links: more than 64 entries')
+        deep = self.write('deep.json', '[' * 500000)
+        self.assertError(self.run_cli('render-script', '--menu-url', MENU,
+                                      '--network-data', deep),
+                         'nested deeper than')
+
+    def test_network_data_from_a_pipe(self):
+        fifo = os.path.join(self.tmp, 'nd.fifo')
+        os.mkfifo(fifo)
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'nova_ipxe.cli', 'render-script',
+             '--menu-url', MENU, '--network-data', fifo],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=base.REPO)
+        with open(fifo, 'w') as f, open(base.DEMO_NETWORK_DATA) as src:
+            f.write(src.read())
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(0, proc.returncode, err)
+        self.assertTrue(out.startswith('#!ipxe\n'))
+
+    def build_args(self, output):
+        return ('build-iso', '--source', base.TRIXIE_ISO, '--network-data',
+                base.DEMO_NETWORK_DATA, '--menu-url', MENU, '--output',
+                output)
+
+    def test_output_onto_what_is_not_a_file_is_refused(self):
+        fifo = os.path.join(self.tmp, 'out.fifo')
+        os.mkfifo(fifo)
+        link = os.path.join(self.tmp, 'link.iso')
+        os.symlink(fifo, link)
+        directory = os.path.join(self.tmp, 'dir.iso')
+        os.mkdir(directory)
+        for output, kind in ((fifo, 'is a FIFO'),
+                             (link, 'is a FIFO (through a symlink)'),
+                             (directory, 'is a directory'),
+                             ('/dev/null', 'is a device')):
+            self.assertError(self.run_cli(*self.build_args(output)), kind,
+                             status=2)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual([], os.listdir(directory))
+        self.assertTrue(stat.S_ISCHR(os.stat('/dev/null').st_mode))
+        self.assertEqual(sorted(['out.fifo', 'link.iso', 'dir.iso']),
+                         sorted(os.listdir(self.tmp)))
+
+    def test_signal_during_write_leaves_nothing_behind(self):
+        for sig, message in ((signal.SIGTERM, 'terminated'),
+                             (signal.SIGINT, 'interrupted')):
+            out_dir = os.path.join(self.tmp, sig.name)
+            os.mkdir(out_dir)
+            output = os.path.join(out_dir, 'vm.iso')
+            with open(output, 'w') as f:
+                f.write('the previous ISO')
+            marker = os.path.join(self.tmp, sig.name + '.writing')
+            proc = subprocess.Popen(
+                [sys.executable, '-c', STALLED_WRITE]
+                + list(self.build_args(output)),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=base.REPO, env=dict(os.environ, NIPXE_WRITING=marker))
+            self.addCleanup(proc.kill)
+            for _ in range(600):
+                if os.path.exists(marker) or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            self.assertTrue(os.path.exists(marker), proc.stderr)
+            # The temp file is there, half written ...
+            self.assertEqual(2, len(os.listdir(out_dir)))
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=60)
+            self.assertEqual(1, proc.returncode, err)
+            self.assertEqual(['nova-ipxe: error: ' + message],
+                             err.splitlines())
+            # ... and gone; the previous ISO is untouched.
+            self.assertEqual(['vm.iso'], os.listdir(out_dir))
+            with open(output) as f:
+                self.assertEqual('the previous ISO', f.read())
+
+    def test_inspect_escapes_names_from_the_iso(self):
+        isolinux, ldlinux, files = isofactory.bookworm_parts()
+        evil = isofactory.write_iso(os.path.join(self.tmp, 'evil.iso'), {
+            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
+            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
+            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
+                b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /ipxe.krn\n',
+            ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
+            ('/EVIL.TXT;1', '/e\x1b[2J\nforged'): b'x'},
+            bios='/ISOLINUX.BIN;1')
+        result = self.run_cli('inspect', evil)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertNotIn('\x1b', result.stdout)
+        self.assertIn('/e\\x1b[2J\\x0aforged', result.stdout)
+        self.assertFalse([line for line in result.stdout.splitlines()
+                          if line.startswith('forged')])
+        result = self.run_cli('inspect', evil, '--json')
+        self.assertNotIn('\x1b', result.stdout)
+        # describe() escapes names from the ISO for every output form.
+        self.assertIn('/e\\x1b[2J\\x0aforged',
+                      json.loads(result.stdout)['files'])

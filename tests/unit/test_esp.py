@@ -707,3 +707,16 @@ class ReadOnlyTest(EspTestCase):
                          ro.read_file('/EFI/BOOT/BOOTX64.EFI'))
         self.assertEqual(rw.listdir('/EFI/BOOT'), ro.listdir('/EFI/BOOT'))
         self.assertRaises(TypeError, ro.write_file, '/', 'x.txt', b'x')
+
+    def test_read_only_fat32(self):
+        # The read path (BaseIso reads the EFI image in place) on FAT32,
+        # reserved FAT bits set as in test_fat32_reserved_bits.
+        img = self.mkfs(*FAT32)
+        self.mcopy(img, '/autoexec.ipxe', b'#!ipxe\n')
+        data = bytearray(self.load(img))
+        bps, _, reserved = struct.unpack_from('<HBH', data, 11)
+        data[reserved * bps + 3] |= 0xF0
+        for view in (memoryview(bytes(data)), bytes(data)):
+            ro = esp.FatImage(view, 'efi.img', writable=False)
+            self.assertEqual(b'#!ipxe\n', ro.read_file('/autoexec.ipxe'))
+            self.assertIn('autoexec.ipxe', ro.listdir('/'))

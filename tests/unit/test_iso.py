@@ -13,8 +13,11 @@
 """ISO reading and rebuilding on real iPXE ISOs (no QEMU here: the
 functional tests boot what these tests build)."""
 
+import dataclasses
 import io
 import os
+import posixpath
+import struct
 import subprocess
 
 import fixtures
@@ -28,6 +31,7 @@ from tests import base
 from tests import isofactory
 
 SCRIPT = b'#!ipxe\necho per-instance\nchain http://192.0.2.1/menu\n'
+boot_iso = isofactory.boot_iso_bytes
 
 
 class IsoTestCase(base.TestCase):
@@ -301,11 +305,10 @@ class BadIsoTestCase(base.TestCase):
 class BootInfoChecksumTestCase(base.TestCase):
 
     def test_fast_checksum_matches_pycdlib(self):
-        # nova_ipxe.iso replaces pycdlib's per-word Python loop; the sum
-        # must stay identical, padding of a partial sector included.
-        original = pycdlib.pycdlib.PyCdlib.__dict__.get(
-            '_calculate_eltorito_boot_info_table_csum')
-        self.assertIs(iso._boot_info_table_csum, original)
+        # Our builds' pycdlib replaces pycdlib's per-word Python loop; the
+        # sum must stay identical, padding of a partial sector included.
+        self.assertIs(iso._boot_info_table_csum, iso._Cdlib.__dict__[
+            '_calculate_eltorito_boot_info_table_csum'])
         isolinux, _, _ = isofactory.bookworm_parts()
 
         class Fake:
@@ -323,21 +326,38 @@ class BootInfoChecksumTestCase(base.TestCase):
             self.assertEqual(slow(data, length), iso._boot_info_table_csum(
                 Fake(), io.BytesIO(data), length))
 
-
-class IsolinuxCfgTestCase(base.TestCase):
-
-    def test_forms(self):
-        for text, kernel in [
-                ('DEFAULT ipxe.lkrn\nLABEL ipxe.lkrn\n KERNEL ipxe.krn\n',
-                 'ipxe.krn'),
-                ('default a\nlabel b\n kernel b.krn\nlabel a\n linux a.krn'
-                 ' quiet\n', 'a.krn'),
-                ('DEFAULT ipxe.lkrn initrd=x\n', 'ipxe.lkrn'),
-                ('KERNEL /boot/ipxe.lkrn\n', '/boot/ipxe.lkrn'),
-                ('UI menu.c32\nLABEL x\n KERNEL x.krn\nLABEL y\n MENU '
-                 'DEFAULT\n KERNEL y.krn\n', 'y.krn'),
-                ('# nothing\n', None)]:
-            self.assertEqual(kernel, iso.parse_isolinux_cfg(text), text)
+    def test_plain_pycdlib_untouched(self):
+        # A build happens first: nothing it does may change pycdlib for
+        # the other users of the process (nova-compute).
+        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        method = pycdlib.PyCdlib.__dict__[
+            '_calculate_eltorito_boot_info_table_csum']
+        self.assertEqual('pycdlib.pycdlib', method.__module__)
+        self.assertIsNot(iso._boot_info_table_csum, method)
+        self.assertNotIn('_calculate_eltorito_boot_info_table_csum',
+                         vars(pycdlib.pycdlib.PyCdlib).get('__slots__', ()))
+        # And a plain pycdlib writes the same boot info table as ours.
+        isolinux, _, _ = isofactory.bookworm_parts()
+        images = []
+        for cls in (pycdlib.PyCdlib, iso._Cdlib):
+            new = cls()
+            new.new(interchange_level=3)
+            new.add_fp(io.BytesIO(isolinux), len(isolinux), '/ISOLINUX.BIN;1')
+            new.add_eltorito('/ISOLINUX.BIN;1', bootcatfile='/BOOT.CAT;1',
+                             boot_load_size=4, boot_info_table=True)
+            out = io.BytesIO()
+            new.write_fp(out)
+            new.close()
+            out.seek(0)
+            new = pycdlib.PyCdlib()
+            new.open_fp(out)
+            boot = io.BytesIO()
+            new.get_file_from_iso_fp(boot, iso_path='/ISOLINUX.BIN;1')
+            new.close()
+            images.append(boot.getvalue())
+        # The boot info table (bytes 8 to 64) carries the checksum.
+        self.assertNotEqual(isolinux[8:64], images[0][8:64])
+        self.assertEqual(images[0], images[1])
 
 
 class MutatedIsoTestCase(base.TestCase):
@@ -368,3 +388,276 @@ class MutatedIsoTestCase(base.TestCase):
             with open(base.BOOKWORM_ISO, 'rb') as f:
                 type(self)._source = f.read()
         return self._source
+
+
+class HostileIsoTestCase(base.TestCase):
+    """Issue 7: what a tenant's ISO must not do to the compute host."""
+
+    def assertInvalid(self, data, text, exc=exception.InvalidIso):
+        e = self.assertRaises(exc, iso.BaseIso, data, 'hostile.iso')
+        self.assertIn(text, str(e))
+        self.assertEqual(exception.TENANT, e.category)
+        self.assertNotIn('\n', str(e))
+        return e
+
+    def test_hard_links_written_once(self):
+        def links(new):
+            for i in range(100):
+                new.add_hard_link(iso_old_path='/IPXE.KRN;1',
+                                  iso_new_path='/L%d.;1' % i,
+                                  rr_name='l%d' % i)
+        data = boot_iso(links)
+        base_iso = iso.BaseIso(data, 'links.iso')
+        self.assertEqual(105, len(base_iso.files))
+        out, _ = base_iso.build_bytes(SCRIPT)
+        # 100 names of a 300 KB kernel, and the output is no larger than
+        # the source plus one script (and a few sectors of records).
+        self.assertLess(len(out), len(data) + len(SCRIPT) + 64 * 2048)
+        rebuilt = iso.BaseIso(out, 'out.iso')
+        kernel = rebuilt.lookup('/ipxe.krn')
+        self.assertEqual({kernel.extent}, {
+            f.extent for f in rebuilt.files if f.path[2:].isdigit()})
+
+    def test_overlapping_extents_refused(self):
+        def two(new):
+            new.add_fp(io.BytesIO(b'a' * 5000), 5000, '/A.;1', rr_name='a')
+            new.add_fp(io.BytesIO(b'b' * 5000), 5000, '/B.;1', rr_name='b')
+        data = bytearray(boot_iso(two))
+        a, = isofactory.record_offsets(data, b'A.;1')
+        b, = isofactory.record_offsets(data, b'B.;1')
+        extent = int.from_bytes(data[a + 2:a + 6], 'little')
+        # B starts one sector into A, with A's length: a partial overlap.
+        data[b + 2:b + 10] = (extent + 1).to_bytes(4, 'little') + (
+            extent + 1).to_bytes(4, 'big')
+        self.assertInvalid(bytes(data), 'overlap')
+
+    def test_extent_beyond_volume(self):
+        data = bytearray(boot_iso())
+        r = isofactory.record_offsets(data, b'LDLINUX.C32;1')[0]
+        data[r + 2:r + 10] = (0xFFFFF0).to_bytes(4, 'little') + (
+            0xFFFFF0).to_bytes(4, 'big')
+        self.assertInvalid(bytes(data), 'outside the volume')
+
+    def test_too_many_entries(self):
+        def many(new):
+            for i in range(iso.MAX_ENTRIES):
+                new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
+                           rr_name='f%d' % i)
+        self.assertInvalid(boot_iso(many), 'more than %d files'
+                           % iso.MAX_ENTRIES)
+
+    def test_entries_at_the_limit_build(self):
+        def many(new):
+            for i in range(iso.MAX_ENTRIES - 10):
+                new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
+                           rr_name='f%d' % i, joliet_path='/f%d' % i)
+        out, result = iso.BaseIso(boot_iso(many), 'x').build_bytes(SCRIPT)
+        self.assertTrue(result.bios)
+
+    def test_too_deep(self):
+        def deep(new):
+            path = ''
+            for i in range(iso.MAX_DEPTH + 1):
+                path += '/D%d' % i
+                new.add_directory(path)
+        data = boot_iso(deep, rock_ridge=False, interchange_level=4)
+        self.assertInvalid(data, 'deeper than %d' % iso.MAX_DEPTH)
+
+    def test_directory_loop(self):
+        def sub(new):
+            new.add_directory('/SUB', rr_name='sub', joliet_path='/sub')
+        data = bytearray(boot_iso(sub))
+        r = isofactory.record_offsets(data, b'SUB')[0]
+        root = data[16 * 2048 + 156 + 2:16 * 2048 + 156 + 10]
+        data[r + 2:r + 10] = root   # /SUB is the root again
+        self.assertInvalid(bytes(data), 'appears twice')
+
+    def test_rock_ridge_continuation_bounded(self):
+        data = bytearray(boot_iso())
+        r = isofactory.record_offsets(data, b'LDLINUX.C32;1')[0]
+        su = r + 33 + len(b'LDLINUX.C32;1') + 1
+
+        def ce(block, offset, length):
+            both = b''.join(v.to_bytes(4, 'little') + v.to_bytes(4, 'big')
+                            for v in (block, offset, length))
+            return b'CE\x1c\x01' + both
+        # One area as large as the image; then a chain that loops on itself.
+        huge = bytearray(data)
+        huge[su:su + 28] = ce(20, 0, len(data))
+        self.assertInvalid(bytes(huge), 'continuation area is')
+        loop = bytearray(data)
+        loop[su:su + 28] = ce(20, 0, 28)
+        loop[20 * 2048:20 * 2048 + 28] = ce(20, 0, 28)
+        self.assertInvalid(bytes(loop), 'continuation areas add up')
+
+    def test_endless_boot_catalog(self):
+        data = bytearray(boot_iso())
+        catalog = int.from_bytes(data[17 * 2048 + 71:17 * 2048 + 75],
+                                 'little')
+        start = catalog * 2048 + 64
+        for at in range(start, start + iso.MAX_CATALOG, 32):
+            data[at:at + 32] = b'\x88' + b'\x01' * 31
+        self.assertInvalid(bytes(data), 'boot catalog does not end')
+
+    def test_gpt_partition_count_bounded(self):
+        out, _ = iso.BaseIso.from_path(base.TRIXIE_ISO).build_bytes(SCRIPT)
+        data = bytearray(out)
+        self.assertEqual(b'EFI PART', data[512:520])   # isohybrid, UEFI
+        backup = int.from_bytes(data[544:552], 'little') * 512
+        data[backup + 80:backup + 84] = (70000).to_bytes(4, 'little')
+        self.assertInvalid(bytes(data), 'its GPT claims 70000 partitions')
+
+    def test_udf_bridge_refused(self):
+        new = pycdlib.PyCdlib()
+        new.new(udf='2.60')
+        new.add_fp(io.BytesIO(b'x'), 1, udf_path='/x')
+        out = io.BytesIO()
+        new.write_fp(out)
+        new.close()
+        self.assertInvalid(out.getvalue(), 'UDF file system')
+
+    def test_descriptors_bounded(self):
+        data = bytearray(boot_iso())
+        pvd = data[16 * 2048:17 * 2048]
+        # Every sector after the PVD another descriptor, no terminator.
+        for sector in range(17, 17 + iso.MAX_DESCRIPTORS):
+            data[sector * 2048:(sector + 1) * 2048] = pvd
+        self.assertInvalid(bytes(data), 'no volume descriptor terminator')
+
+    def test_not_a_regular_file(self):
+        fifo = os.path.join(self.tmp, 'fifo')
+        os.mkfifo(fifo)
+        for path in (fifo, '/dev/zero', self.tmp):
+            e = self.assertRaises(exception.InvalidIso, iso.BaseIso.from_path,
+                                  path, max_size=64 * 2 ** 20)
+            self.assertIn('not a regular file', str(e))
+
+    def test_reads_at_most_max_size(self):
+        calls = []
+        real = iso._read_at_most
+
+        def spy(fd, limit, *args):
+            calls.append(limit)
+            return real(fd, limit, *args)
+        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso._read_at_most',
+                                             spy))
+        limit = os.path.getsize(base.BOOKWORM_ISO) + 10
+        iso.BaseIso.from_path(base.BOOKWORM_ISO, max_size=limit)
+        self.assertEqual([limit + 1], calls)
+        # A file that grows after the size check is cut at max_size + 1.
+        path = os.path.join(self.tmp, 'big')
+        with open(path, 'wb') as f:
+            f.write(b'\0' * 3000)
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        self.assertEqual(1001, len(real(fd, 1001)))
+        os.lseek(fd, 0, os.SEEK_SET)
+        self.assertEqual(3000, len(real(fd, None, 10)))   # grows
+        os.lseek(fd, 0, os.SEEK_SET)
+        self.assertEqual(3000, len(real(fd, 5000, 3000)))
+
+    def test_describe_escapes_names(self):
+        def names(new):
+            for iso_path, rr_name in (('/ESC.;1', '\x1b[2J\x1b]0;owned\x07'),
+                                      ('/BIDI.;1', 'evil\u202etxt.exe')):
+                new.add_fp(io.BytesIO(b'x'), 1, iso_path, rr_name=rr_name,
+                           joliet_path=iso_path.lower()[:-3])
+        info = iso.BaseIso(boot_iso(names), 'x').describe()
+        shown = ' '.join(info['files'])
+        self.assertIn('\\x1b[2J', shown)
+        self.assertIn('evil\\u202etxt.exe', shown)
+        self.assertTrue(shown.isprintable())
+
+    def test_script_name_cannot_be_shadowed(self):
+        def shadows(new):
+            # Same Rock Ridge name in another case, an ISO 9660 name with
+            # another version, and the Joliet name alone.
+            for iso_path, rr_name, joliet_path in (
+                    ('/OTHER.;1', 'NIPXE.IPX', '/other'),
+                    ('/NIPXE.IPX;2', 'x2', '/x2'),
+                    ('/J.;1', 'j', '/nipxe.ipx')):
+                new.add_fp(io.BytesIO(b'#!ipxe\nstale\n'), 13, iso_path,
+                           rr_name=rr_name, joliet_path=joliet_path)
+        out, _ = iso.BaseIso(boot_iso(shadows), 'x').build_bytes(SCRIPT)
+        new = pycdlib.PyCdlib()
+        new.open_fp(io.BytesIO(out))
+        try:
+            for kind, key in (('iso_path', 'iso_path'),
+                              ('rr_path', 'rr_path'),
+                              ('joliet_path', 'joliet_path')):
+                names = [posixpath.join(d, n) for d, _, fs in
+                         new.walk(**{key: '/'}) for n in fs]
+                hits = [n for n in names if 'nipxe' in n.lower()]
+                self.assertEqual(1, len(hits), (kind, names))
+                buf = io.BytesIO()
+                new.get_file_from_iso_fp(buf, **{key: hits[0]})
+                self.assertEqual(SCRIPT, buf.getvalue())
+        finally:
+            new.close()
+
+    def test_directory_named_like_the_script(self):
+        def sub(new):
+            new.add_directory('/NIPXE', rr_name='nipxe.ipx',
+                              joliet_path='/nipxe.ipx')
+        self.assertInvalid(boot_iso(sub), 'the name of the script')
+
+    def test_efi_image_over_32_mib(self):
+        loader = isofactory.trixie_file('ipxe.efi')
+        img = isofactory.fat_image(os.path.join(self.tmp, 'big.img'), {
+            '/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=34000, fat_bits=32)
+        with open(img, 'rb') as f:
+            efi = f.read()
+        self.assertGreater(len(efi), iso.MAX_EFI_IMAGE)
+        base_iso = iso.BaseIso(boot_iso(efi=efi), 'big-efi.iso')
+        self.assertIn('an El Torito entry can describe',
+                      base_iso.describe()['uefi']['reason'])
+        e = self.assertRaises(exception.UefiUnsupported,
+                              base_iso.build_bytes, SCRIPT, uefi='require')
+        self.assertIn('El Torito', str(e))
+        out, result = base_iso.build_bytes(SCRIPT)
+        self.assertEqual((True, False), (result.bios, result.uefi))
+        self.assertLess(len(out), 2 * 2 ** 20)  # the EFI image is dropped
+
+    def test_output_bounded_while_writing(self):
+        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
+        out = os.path.join(self.tmp, 'out.iso')
+        self.assertRaises(exception.InvalidIso, base_iso.build, SCRIPT, out)
+        self.assertEqual([], os.listdir(self.tmp))
+
+    def test_pycdlib_failure_while_rebuilding_is_typed(self):
+        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        out = os.path.join(self.tmp, 'out.iso')
+        for method in ('add_fp', 'write_fp'):
+            def trip(*args, **kwargs):
+                raise struct.error('ushort format requires 0 <= number')
+            with fixtures.MonkeyPatch('nova_ipxe.iso._Cdlib.' + method,
+                                      trip):
+                e = self.assertRaises(exception.InvalidIso, base_iso.build,
+                                      SCRIPT, out)
+            self.assertIn('cannot be rebuilt (error: ushort', str(e))
+            self.assertEqual([], os.listdir(self.tmp))
+
+
+class ImmutableBaseTestCase(base.TestCase):
+
+    def test_layout_is_frozen(self):
+        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        self.assertRaises(AttributeError, setattr, base_iso, 'efi', None)
+        self.assertRaises(AttributeError, setattr, base_iso, 'new', 1)
+        self.assertRaises(AttributeError, delattr, base_iso, 'layout')
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr,
+                          base_iso.layout, 'bios', None)
+        self.assertIsInstance(base_iso.files, tuple)
+        self.assertIsInstance(base_iso.dirs, tuple)
+        self.assertRaises(TypeError, base_iso.data.__setitem__, 0, 0)
+
+    def test_uefi_warning_once_per_base(self):
+        logger = self.useFixture(fixtures.FakeLogger())
+        first = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        for _ in range(3):
+            first.build_bytes(SCRIPT)
+        self.assertEqual(1, logger.output.count('dropping the UEFI boot'))
+        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        self.assertEqual(2, logger.output.count('dropping the UEFI boot'))

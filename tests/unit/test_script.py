@@ -10,10 +10,14 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import ipaddress
 import urllib.parse
+import uuid
 
 from nova_ipxe import builder
 from nova_ipxe import exception
+from nova_ipxe import netdata
+from nova_ipxe import script
 from tests import base
 from tests.unit import ipxe_syntax
 from tests.unit import test_netdata
@@ -158,3 +162,48 @@ class ScriptTestCase(base.TestCase):
                     'http://x/m a', 'http://x/m\nshell', 'http://x/${a'):
             self.flags(boot_menu_url=url)
             self.assertRaises(exception.InvalidMenuUrl, self.render)
+
+
+class CanonicalIdentityTestCase(base.TestCase):
+    """Issue 7.11: only canonical UUIDs and host names, never folded."""
+
+    def test_uuid_canonical_only(self):
+        for value in ('+d4f8e1c2a3b4c5d6e7f8a9b0c1d2e3f',
+                      '{%s}' % UUID, 'urn:uuid:' + UUID,
+                      UUID.replace('-', ''), UUID[:-1] + '_',
+                      UUID + '\n', ' ' + UUID, UUID.replace('8', '\uff18'),
+                      '8d0f7b6e_3c2a_4b1d_9e8f_7a6b5c4d3e2f', 42, ''):
+            e = self.assertRaises(exception.InvalidScriptValue,
+                                  script.check_uuid, value)
+            self.assertNotIn('\n', str(e))
+        self.assertEqual(UUID, script.check_uuid(UUID.upper()))
+        self.assertEqual(UUID, script.check_uuid(uuid.UUID(UUID)))
+
+    def test_hostname_ascii_only_never_folded(self):
+        for value in ('demo-\u212a', 'd\u0131', '\uff44emo', 'demo.',
+                      'demo\n', 'caf\u00e9', 'a' * 254, 'demo..x', 5):
+            self.assertRaises(exception.InvalidScriptValue,
+                              script.check_hostname, value)
+        self.assertEqual('demo-1.example', script.check_hostname(
+            'Demo-1.EXAMPLE'))
+        self.assertEqual('xn--caf-dma', script.check_hostname('xn--caf-dma'))
+
+    def test_addresses_written_only_in_forms_ipxe_parses(self):
+        for value in ('fe80::1%eth0', '2001:db8::1%x'):
+            self.assertRaises(exception.InvalidScriptValue,
+                              script._check_address,
+                              ipaddress.ip_address(value))
+        self.assertEqual('2001:db8::1', script._check_address(
+            ipaddress.ip_address('2001:0DB8:0::1')))
+
+    def test_script_size_is_capped(self):
+        nics = [netdata.Nic(link_id=str(i), mac='fa:16:3e:00:%02x:%02x'
+                            % (i >> 8, i & 255),
+                            ipv4=ipaddress.ip_interface('10.0.%d.%d/16' % (
+                                i >> 8, i & 255)))
+                for i in range(1000)]
+        e = self.assertRaises(
+            exception.InvalidScriptValue, script.render,
+            netdata.NetworkConfig(nics=nics), 'http://b/m', nics[0])
+        self.assertIn('longer than %d bytes' % script.MAX_SCRIPT_BYTES,
+                      str(e))
