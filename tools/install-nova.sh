@@ -12,43 +12,21 @@ cd "$(dirname "$0")/.."
 log() { echo "install-nova: $*" >&2; }
 
 VENV=${NOVA_VENV:-.venv-nova}
-# SQLAlchemy 2.1 breaks Nova 34's functional tests (orm.noload lazy
-# loads raise); 2.0.x works.
-PINS=(
-    'nova>=34.0.0,<35'
-    'SQLAlchemy<2.1'
-)
-# What nova/tests/functional and its fixtures import.
-TEST_REQS=(
-    'openstack-placement'
-    'oslotest'
-    'ddt'
-    'requests-mock'
-    'wsgi-intercept'
-    'osprofiler'
-    'testtools'
-    'fixtures'
-    'stestr'
-    'testscenarios'
-)
+REQS=tools/nova-requirements.txt
 
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"
 fi
 stamp=$VENV/.nova-requirements.sha256
-want=$( (printf '%s\n' "${PINS[@]}" "${TEST_REQS[@]}"; cat requirements.txt \
-    setup.cfg; find nova -name '*.py' -print0 | sort -z | xargs -0 cat) |
-    sha256sum)
+want=$( (cat "$REQS" requirements.txt setup.cfg
+    find nova -name '*.py' -print0 | sort -z | xargs -0 cat) | sha256sum)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing nova and its test requirements into $VENV"
     start=$(date +%s)
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q "${PINS[@]}" "${TEST_REQS[@]}" \
-        -r requirements.txt
+    "$VENV/bin/pip" install -q -r "$REQS" -r requirements.txt
     # Non-editable: the shim must land in Nova's site-packages.
     "$VENV/bin/pip" install -q --no-deps --force-reinstall .
-    rm -rf build nova_ipxe.egg-info
     echo "$want" > "$stamp"
     log "done in $(( $(date +%s) - start )) s"
 fi
