@@ -19,7 +19,13 @@ file, verified, fsynced and renamed; it is hashed again before every use
 (a corrupted or truncated entry is dropped and fetched again).  Users hold
 a shared ``flock`` on the entry while they read it, and eviction (by age,
 then least recently used beyond the size bound) takes both locks without
-waiting, so it never removes an entry in use.
+waiting, so it never removes an entry in use.  Waiting for another
+fetch of the same image is bounded (``[ipxe] cache_lock_timeout``): one
+stuck download cannot hold every other build of that image.
+
+Eviction only touches what the cache made: regular files owned by this
+user whose names match the entry pattern, never through a symlink, and
+never another file that happens to end in ``.iso``.
 
 The image record is fetched from Glance on every use, with the caller's
 token: a cache hit never bypasses Glance's permission check.
@@ -27,9 +33,12 @@ token: a cache hit never bypasses Glance's permission check.
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import os
+import re
+import stat
 import tempfile
 import time
 
@@ -43,6 +52,12 @@ SUFFIX = '.iso'
 PART = '.part'
 LOCKS = '.locks'
 HASH_CHUNK = 1024 * 1024
+# ImageInfo.cache_key + SUFFIX: the only names the cache ever made.
+ENTRY_RE = re.compile(r'^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                      r'[0-9a-f]{12})-(sha512|sha384|sha256|md5)-'
+                      r'[0-9a-f]{32}' + re.escape(SUFFIX) + '$')
+# Polling a busy lock: flock() has no timeout of its own.
+LOCK_POLL = (0.01, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +85,11 @@ def _hash_file(fileobj, algo):
 
 class BaseIsoCache:
 
-    def __init__(self, directory, max_size, max_age=0):
+    def __init__(self, directory, max_size, max_age=0, lock_timeout=600):
         self.directory = os.path.abspath(directory)
         self.max_size = max_size
         self.max_age = max_age
+        self.lock_timeout = lock_timeout
         self.lock_dir = os.path.join(self.directory, LOCKS)
         try:
             os.makedirs(self.lock_dir, mode=0o755, exist_ok=True)
@@ -86,7 +102,7 @@ class BaseIsoCache:
     @classmethod
     def from_conf(cls, conf):
         return cls(default_dir(conf), conf.ipxe.cache_max_size,
-                   conf.ipxe.cache_max_age)
+                   conf.ipxe.cache_max_age, conf.ipxe.cache_lock_timeout)
 
     # -- locks ---------------------------------------------------------
 
@@ -94,21 +110,43 @@ class BaseIsoCache:
     def _image_lock(self, image_id, blocking=True):
         """Exclusive per-image lock; yields False if not blocking and busy.
 
-        flock() locks belong to the open file description, so threads of
-        one process exclude each other as well as processes do.
+        A blocking wait ends after ``lock_timeout`` seconds with
+        :class:`CacheLockTimeout`.  flock() locks belong to the open file
+        description, so threads of one process exclude each other as well
+        as processes do.
         """
         path = os.path.join(self.lock_dir, image_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (
-                    0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise exception.CacheError(path=path,
+                                       reason=e.strerror or str(e))
+        try:
+            if not self._lock(fd, blocking):
+                if not blocking:
+                    yield False
+                    return
+                raise exception.CacheLockTimeout(
+                    image=image_id, path=self.directory,
+                    seconds=self.lock_timeout)
             yield True
         finally:
             os.close(fd)
+
+    def _lock(self, fd, blocking):
+        deadline = time.monotonic() + self.lock_timeout
+        delay = LOCK_POLL[0]
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if not blocking or left <= 0:
+                    return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, LOCK_POLL[1])
 
     # -- use -----------------------------------------------------------
 
@@ -142,13 +180,30 @@ class BaseIsoCache:
     def _open_verified(self, path, info):
         """Open ``path`` if it holds exactly the image, else drop it."""
         try:
-            f = open(path, 'rb')
+            # Never through a symlink: the entry is ours or it is not used.
+            # O_NONBLOCK: a FIFO planted at the name must not hang us.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                         os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                # Not an entry we made: the fetched one is renamed over
+                # the link (rename never touches a link's target).
+                LOG.warning('%s is a symlink, not a cache entry; fetching '
+                            'the image over it', path)
+                return None
             raise exception.CacheError(path=path, reason=e.strerror)
-        with f:
-            size = os.fstat(f.fileno()).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            # Not ours to remove, and in the way of ours.
+            raise exception.CacheError(
+                path=path, reason='it is not a regular file, so not an '
+                                  'entry the cache made; remove it')
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, 'rb') as f:
+            size = st.st_size
             if size == info.size and _hash_file(
                     f, info.hash_algo) == info.hash_value:
                 return os.dup(f.fileno())
@@ -160,7 +215,10 @@ class BaseIsoCache:
 
     def _fetch(self, client, info, path, progress):
         part = os.path.join(self.directory, '.' + info.cache_key + PART)
-        self._unlink(part)  # a crashed fetch's leftover; we hold the lock
+        try:
+            self._unlink(part)  # a crashed fetch's leftover; we hold the lock
+        except OSError as e:
+            raise exception.CacheError(path=part, reason=e.strerror)
         started = time.monotonic()
         rfd = None
         try:
@@ -212,15 +270,22 @@ class BaseIsoCache:
     # -- eviction ------------------------------------------------------
 
     def entries(self):
-        """[(path, size, mtime)] of the complete entries, oldest first."""
+        """[(path, size, mtime)] of the complete entries, oldest first.
+
+        Only what the cache made: a name it gives its entries, a regular
+        file (not followed if a symlink) owned by this user.
+        """
         out = []
+        uid = os.geteuid()
         for name in os.listdir(self.directory):
-            if not name.endswith(SUFFIX) or name.startswith('.'):
+            if not ENTRY_RE.match(name):
                 continue
             path = os.path.join(self.directory, name)
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
                 continue
             out.append((path, st.st_size, st.st_mtime))
         return sorted(out, key=lambda e: e[2])
@@ -244,21 +309,26 @@ class BaseIsoCache:
         return removed
 
     def _remove_unused(self, path):
-        image_id = os.path.basename(path)[:36]
+        image_id = ENTRY_RE.match(os.path.basename(path)).group(1)
         with self._image_lock(image_id, blocking=False) as locked:
             if not locked:
                 return False  # being fetched or opened right now
             try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                return False
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW |
+                             os.O_CLOEXEC)
+            except OSError:
+                return False  # gone, or replaced by a symlink
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # in use
-            else:
+                st, now = os.fstat(fd), os.lstat(path)
+                if (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino) or \
+                        not stat.S_ISREG(st.st_mode) or \
+                        st.st_uid != os.geteuid():
+                    return False  # replaced since it was listed
                 self._unlink(path)
-                LOG.info('Evicted %s from the base-ISO cache', path)
-                return True
+            except (BlockingIOError, FileNotFoundError):
+                return False  # in use, or gone
             finally:
                 os.close(fd)
+        LOG.info('Evicted %s from the base-ISO cache', path)
+        return True

@@ -75,7 +75,7 @@ def _add_script_args(p):
 
 def _add_glance_args(p):
     p.add_argument('--glance-url', metavar='URL',
-                   help='Glance endpoint ([ipxe] glance_url)')
+                   help='Glance endpoint ([ipxe_glance] url)')
     p.add_argument('--cache-dir', metavar='DIR',
                    help='base-ISO cache ([ipxe] cache_dir)')
 
@@ -149,7 +149,6 @@ def _load_conf(args):
         'chain_retries': getattr(args, 'chain_retries', None),
         'chain_timeout': getattr(args, 'chain_timeout', None),
         'uefi': getattr(args, 'uefi', None),
-        'glance_url': getattr(args, 'glance_url', None),
         'cache_dir': getattr(args, 'cache_dir', None),
     }
     if getattr(args, 'no_identity', False):
@@ -160,6 +159,12 @@ def _load_conf(args):
                 conf.set_override(name, value, group='ipxe')
             except ValueError as e:
                 raise UsageError('--%s: %s' % (name.replace('_', '-'), e))
+    glance_url = getattr(args, 'glance_url', None)
+    if glance_url is not None:
+        try:
+            conf.set_override('url', glance_url, group='ipxe_glance')
+        except ValueError as e:
+            raise UsageError('--glance-url: %s' % e)
     return conf
 
 
@@ -246,10 +251,10 @@ class Progress:
 
 
 def _glance(conf):
-    if not conf.ipxe.glance_url:
+    if not conf.ipxe_glance.url:
         raise exception.ConfigError(reason='no Glance endpoint: pass '
-                                           '--glance-url or set [ipxe] '
-                                           'glance_url')
+                                           '--glance-url or set '
+                                           '[ipxe_glance] url')
     # A token on the command line would show in ps: environment only.
     client = glance.client_from_conf(conf, token=os.environ.get(
         'OS_AUTH_TOKEN'))

@@ -10,11 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``[ipxe]`` options.
+"""The ``[ipxe]`` options, and ``[ipxe_glance]`` for the command.
 
 The 2013 XenAPI feature used ``[xenserver] ipxe_boot_menu_url``,
 ``ipxe_network_name`` and ``ipxe_mkisofs_cmd``; the first two are accepted
-as deprecated aliases, the last is accepted, ignored and reported.
+as deprecated aliases, the last is accepted, ignored and reported.  The
+command's Glance options were ``[ipxe] glance_*`` before they moved to
+``[ipxe_glance]``; the old names still work, deprecated.
 """
 
 from oslo_config import cfg
@@ -101,40 +103,70 @@ ipxe_opts = [
                help='What to do when the per-instance ISO cannot be built.'),
 ]
 
+GLANCE_GROUP = cfg.OptGroup(
+    'ipxe_glance', title='Glance access of the nova-ipxe command',
+    help='How the nova-ipxe command reaches Glance. The Nova drivers use '
+         'Nova\'s own [glance] endpoint, TLS settings and the request\'s '
+         'token instead; these options do not belong in nova.conf.')
+
+
+def _was_ipxe(name):
+    # Documented as [ipxe] glance_<name> until the group existed.
+    return [cfg.DeprecatedOpt('glance_' + name, group=GROUP.name)]
+
+
 glance_opts = [
-    cfg.URIOpt('glance_url', schemes=['http', 'https'],
-               help='Glance endpoint (for example http://glance:9292) for '
-                    'the nova-ipxe command. The Nova drivers use Nova\'s '
-                    'own Glance endpoint, TLS settings and the request\'s '
-                    'token instead.'),
-    cfg.StrOpt('glance_ca_file',
+    cfg.URIOpt('url', schemes=['http', 'https'],
+               deprecated_opts=_was_ipxe('url'),
+               help='Glance endpoint, for example http://glance:9292.'),
+    cfg.StrOpt('ca_file', deprecated_opts=_was_ipxe('ca_file'),
                help='CA bundle to verify Glance\'s TLS certificate.'),
-    cfg.BoolOpt('glance_insecure', default=False,
+    cfg.BoolOpt('insecure', default=False,
+                deprecated_opts=_was_ipxe('insecure'),
                 help='Do not verify Glance\'s TLS certificate (testing '
                      'only).'),
-    cfg.IntOpt('glance_connect_timeout', default=10, min=1,
+    cfg.IntOpt('connect_timeout', default=10, min=1,
+               deprecated_opts=_was_ipxe('connect_timeout'),
                help='Seconds to wait for a connection to Glance.'),
-    cfg.IntOpt('glance_read_timeout', default=60, min=1,
+    cfg.IntOpt('read_timeout', default=60, min=1,
+               deprecated_opts=_was_ipxe('read_timeout'),
                help='Seconds to wait for data from Glance before the '
                     'attempt counts as failed.'),
-    cfg.IntOpt('glance_retries', default=3, min=0, max=20,
-               help='Retries after a connection error, a timeout or an '
-                    'HTTP 5xx from Glance (downloads resume where they '
-                    'broke).'),
-    cfg.FloatOpt('glance_retry_delay', default=1.0, min=0,
+    cfg.IntOpt('retries', default=3, min=0, max=20,
+               deprecated_opts=_was_ipxe('retries'),
+               help='Retries after a connection error, a timeout, an HTTP '
+                    '5xx or a broken download, all counted together: a '
+                    'request makes at most retries + 1 attempts (downloads '
+                    'resume where they broke).'),
+    cfg.FloatOpt('retry_delay', default=1.0, min=0,
+                 deprecated_opts=_was_ipxe('retry_delay'),
                  help='Seconds before the first retry; doubled each time, '
                       'at most 30.'),
+    cfg.IntOpt('download_timeout', default=300, min=1,
+               help='Seconds one download (or one image record) may take '
+                    'in all, retries included, however slowly the bytes '
+                    'arrive: at the deadline its connection is shut '
+                    'down.'),
+]
+
+# The cache lives on the compute host: the Nova drivers use these too.
+cache_opts = [
     cfg.StrOpt('cache_dir',
                help='Directory of the verified base-ISO cache: one copy '
                     'per image and hash, shared by every instance on the '
                     'host. Default: $state_path/ipxe/base inside Nova, '
-                    '/var/cache/nova-ipxe for the nova-ipxe command.'),
+                    '/var/cache/nova-ipxe for the nova-ipxe command. Only '
+                    'files the cache made are ever evicted from it.'),
     cfg.IntOpt('cache_max_size', default=1024 * MiB, min=0,
                help='Bytes the base-ISO cache may hold; least recently '
                     'used entries not in use are evicted beyond it.'),
     cfg.IntOpt('cache_max_age', default=7 * 24 * 3600, min=0,
                help='Seconds an unused cache entry is kept (0: no age '
                     'limit).'),
+    cfg.IntOpt('cache_lock_timeout', default=600, min=1,
+               help='Seconds a build waits while another one fetches the '
+                    'same image into the cache before it fails. Keep it '
+                    'above the time a download may take.'),
 ]
 
 xenserver_legacy_opts = [
@@ -153,7 +185,11 @@ def register_opts(conf):
     # group object, which must not be shared between configurations.
     conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
                                      help=GROUP.help))
-    conf.register_opts(ipxe_opts + glance_opts, group=GROUP.name)
+    conf.register_opts(ipxe_opts + cache_opts, group=GROUP.name)
+    conf.register_group(cfg.OptGroup(GLANCE_GROUP.name,
+                                     title=GLANCE_GROUP.title,
+                                     help=GLANCE_GROUP.help))
+    conf.register_opts(glance_opts, group=GLANCE_GROUP.name)
     conf.register_opts(xenserver_legacy_opts, group='xenserver')
 
 
@@ -169,7 +205,8 @@ def report_obsolete(conf):
 
 
 def list_opts():
-    return [(GROUP, ipxe_opts + glance_opts),
+    return [(GROUP, ipxe_opts + cache_opts),
+            (GLANCE_GROUP, glance_opts),
             ('xenserver', xenserver_legacy_opts)]
 
 

@@ -271,6 +271,20 @@ class ImageDownloadFailed(GlanceError):
                'Check that Glance is reachable; nothing was cached.')
 
 
+class ImageDownloadTimeout(ImageDownloadFailed):
+    """The overall deadline passed, however the bytes were trickling."""
+
+    msg_fmt = ('Gave up on image %(image)s at the download deadline: '
+               '%(reason)s. Check Glance\'s health; nothing was cached.')
+
+
+class InvalidImageRecord(GlanceError):
+    """Glance's answer for the record is too large, too deep or garbled."""
+
+    msg_fmt = ('Glance sent an unusable record for image %(image)s: '
+               '%(reason)s.')
+
+
 class ImageChecksumMismatch(ImageDownloadFailed):
     msg_fmt = ('The data of image %(image)s does not match its %(algo)s '
                'hash in Glance (expected %(expected)s..., got '
@@ -283,6 +297,12 @@ class CacheError(InfrastructureError):
     msg_fmt = ('The iPXE base-ISO cache at %(path)s is unusable: '
                '%(reason)s. Check [ipxe] cache_dir, its permissions and '
                'free space.')
+
+
+class CacheLockTimeout(CacheError):
+    msg_fmt = ('Waited %(seconds)s s for another fetch of image %(image)s '
+               'into the iPXE base-ISO cache at %(path)s; giving up. Raise '
+               '[ipxe] cache_lock_timeout if downloads take this long.')
 
 
 class IsoBuildFailed(InfrastructureError):

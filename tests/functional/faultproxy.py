@@ -44,6 +44,12 @@ Kinds and their parameters (defaults in brackets):
                     Content-MD5 are left as upstream sent them.
 ``slow``            wait ``delay`` [5] seconds ``before`` ['headers'] or the
                     first body byte ('body'), then answer normally.
+``drip``            the headers, then the body ``size`` [1] bytes at a time,
+                    waiting ``interval`` [1.0] seconds before each piece: a
+                    server that never stalls long enough for a read timeout.
+                    With ``before`` 'headers' (default 'body') it drips a
+                    status line and a header that never ends instead, and
+                    nothing goes upstream.
 ``grow``            the body plus ``extra_bytes`` [1 MiB] bytes of ``fill``
                     [b'\\0'], framed by ``mode``: 'chunked' (default, no
                     Content-Length), 'eof' (no length, close when done),
@@ -81,8 +87,8 @@ import threading
 import time
 import urllib.parse
 
-KINDS = ('status', 'reset_mid_body', 'truncate', 'corrupt', 'slow', 'grow',
-         'rewrite_json')
+KINDS = ('status', 'reset_mid_body', 'truncate', 'corrupt', 'slow', 'drip',
+         'grow', 'rewrite_json')
 DELETE = object()  # rewrite_json: patch value that removes the key
 CHUNK = 64 * 1024
 # Hop-by-hop headers (RFC 9110 7.6.1) are the proxy's own business; Expect
@@ -98,6 +104,7 @@ _PARAMS = {
     'truncate': {'after_bytes'},
     'corrupt': {'offset', 'length'},
     'slow': {'delay', 'before'},
+    'drip': {'size', 'interval', 'before'},
     'grow': {'extra_bytes', 'fill', 'mode'},
     'rewrite_json': {'patch', 'func'},
 }
@@ -122,9 +129,9 @@ class Fault:
                 _GROW_MODES:
             raise ValueError('grow mode must be one of %s' % (
                 ', '.join(_GROW_MODES)))
-        if kind == 'slow' and params.get('before', 'headers') not in (
-                'headers', 'body'):
-            raise ValueError("slow before must be 'headers' or 'body'")
+        if kind in ('slow', 'drip') and params.get(
+                'before', 'headers') not in ('headers', 'body'):
+            raise ValueError("%s before must be 'headers' or 'body'" % kind)
         if kind == 'rewrite_json' and not (
                 'patch' in params or 'func' in params):
             raise ValueError('rewrite_json needs patch= or func=')
@@ -365,6 +372,11 @@ class FaultProxy:
         if kind == 'status':
             self._reply_status(h, p)
             return
+        if kind == 'drip' and p.get('before') == 'headers':
+            h.wfile.write(b'HTTP/1.1 200 OK\r\nX-Drip: ')
+            while True:
+                self._sleep(p.get('interval', 1.0))
+                h.wfile.write(b'a' * p.get('size', 1))
         if kind == 'slow' and p.get('before', 'headers') == 'headers':
             self._sleep(p.get('delay', 5.0))
         try:
@@ -497,7 +509,11 @@ class FaultProxy:
                 h.wfile.write(data)
 
         while True:
-            data = resp.read(CHUNK)
+            if kind == 'drip':
+                self._sleep(p.get('interval', 1.0))
+                data = resp.read(p.get('size', 1))
+            else:
+                data = resp.read(CHUNK)
             if not data:
                 break
             if flip_at is not None and flip_at < sent + len(data) and \

@@ -71,8 +71,8 @@ class GlanceTestCase(base.TestCase):
     def setUp(self):
         super().setUp()
         self.cache_dir = os.path.join(self.tmp, 'cache')
-        self.flags(glance_retry_delay=0.05, glance_read_timeout=5,
-                   glance_connect_timeout=5)
+        self.flags(group='ipxe_glance', retry_delay=0.05, read_timeout=5,
+                   connect_timeout=5)
 
     def client(self, endpoint=None, **kw):
         kw.setdefault('retries', 3)
@@ -212,7 +212,28 @@ class FetchTestCase(GlanceTestCase):
         self.assertEqual({'secret-token'}, {
             r.headers.get('X-Auth-Token') for r in proxy.records})
         self.assertNotIn('secret-token', logger.output)
-        self.assertIn('Retrying GET', logger.output)
+        self.assertIn('Retrying Glance', logger.output)
+
+    def test_token_stays_on_the_endpoint_origin(self):
+        # Glance (through the proxy) redirects the download: to its own
+        # origin the token goes along, to another origin (the same Glance
+        # behind a second proxy, another port) it does not.
+        proxy = self.proxy()
+        other = self.proxy()
+        path = '/v2/images/%s/file' % self.bookworm
+        proxy.add_fault(FILE, 'status', times=1, status=302,
+                        headers={'Location': path})
+        proxy.add_fault(FILE, 'status', times=1, status=307,
+                        headers={'Location': other.url + path})
+        entry = self.fetch(self.bookworm, client=self.client(proxy.url))
+        self.assertTrue(entry.downloaded)
+        self.assertEqual(['secret-token'] * 3, [
+            r.headers.get('X-Auth-Token') for r in proxy.records])
+        self.assertEqual([(path, None)], [
+            (r.target, r.headers.get('X-Auth-Token'))
+            for r in other.records])
+        self.assertEqual(1, other.upstream_count('GET', FILE))
+        self.assertCacheClean(entries=1)
 
 
 class FaultTestCase(GlanceTestCase):
@@ -259,7 +280,9 @@ class FaultTestCase(GlanceTestCase):
                         after_bytes=4096)
         e = self.assertRaises(exception.ImageDownloadFailed, self.fetch,
                               self.bookworm, client=self.via(proxy))
-        self.assertIn('connection failed 4 times', str(e))
+        self.assertIn('4 attempts failed, last: ConnectionResetError', str(e))
+        # One budget: four requests in all, not four per attempt.
+        self.assertEqual(4, proxy.count('GET', FILE))
         self.assertCacheClean()
 
     def test_wrong_hash(self):
@@ -302,6 +325,45 @@ class FaultTestCase(GlanceTestCase):
                               self.trixie, client=client)
         self.assertIn('ReadTimeout', str(e))
         self.assertCacheClean(entries=1)
+
+    def test_trickle_meets_the_deadline(self):
+        # One byte every 0.2 s never trips the 1 s read timeout; the
+        # deadline ends it, typed, and nothing is left behind.
+        proxy = self.proxy()
+        proxy.add_fault(FILE, 'drip', times=None, size=1, interval=0.2)
+        client = self.via(proxy, read_timeout=1, download_timeout=2)
+        e = self.assertRaises(exception.ImageDownloadTimeout, self.fetch,
+                              self.bookworm, client=client)
+        self.assertIn('download deadline', str(e))
+        self.assertEqual(1, proxy.count('GET', FILE))
+        self.assertCacheClean()
+        # The lock is free again: the next fetch goes ahead.
+        self.assertTrue(self.fetch(self.bookworm).downloaded)
+        self.assertCacheClean(entries=1)
+
+    def test_trickling_headers_meet_the_deadline(self):
+        # A status line and a header that never end: no read ever times
+        # out, http.client would wait for 100 headers of 64 KiB.
+        proxy = self.proxy()
+        proxy.add_fault(FILE, 'drip', times=None, size=1, interval=0.2,
+                        before='headers')
+        e = self.assertRaises(exception.ImageDownloadTimeout, self.fetch,
+                              self.bookworm, client=self.via(
+                                  proxy, read_timeout=1, download_timeout=2))
+        self.assertIn('download deadline', str(e))
+        self.assertEqual(1, proxy.count('GET', FILE))
+        self.assertEqual(0, proxy.upstream_count('GET', FILE))
+        self.assertCacheClean()
+
+    def test_trickling_record_meets_the_deadline(self):
+        proxy = self.proxy()
+        proxy.add_fault(RECORD, 'drip', times=None, size=1, interval=0.2)
+        e = self.assertRaises(exception.ImageDownloadTimeout, self.fetch,
+                              self.bookworm, client=self.via(
+                                  proxy, read_timeout=1, download_timeout=1))
+        self.assertIn('reading the image record', str(e))
+        self.assertEqual(0, proxy.count('GET', FILE))
+        self.assertCacheClean()
 
     def test_not_an_iso_record(self):
         proxy = self.proxy()
@@ -383,7 +445,8 @@ class TlsTestCase(GlanceTestCase):
                       ' '.join(str(w.message) for w in caught))
 
     def test_options_reach_the_client(self):
-        self.flags(glance_url=self.tls.url, glance_ca_file=self.cert)
+        self.flags(group='ipxe_glance', url=self.tls.url,
+                   ca_file=self.cert)
         client = glance.client_from_conf(self.conf, token='t')
         self.assertTrue(self.fetch(self.bookworm, client=client).downloaded)
 
