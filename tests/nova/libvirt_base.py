@@ -142,6 +142,14 @@ class IpxeServersTestBase(base.ServersTestBase):
         self.useFixture(fixtures.MonkeyPatch(
             'nova.virt.libvirt.guest.Guest.create', staticmethod(create)))
 
+    def _wait_for_server_parameter(self, server, expected_params,
+                                   max_retries=10, **kw):
+        # Real bytes (qemu-img, mkfs) on a busy 2-core machine take longer
+        # than the harness's 5 s: wait up to 2 minutes (not a timing
+        # assertion, a timeout).
+        return super()._wait_for_server_parameter(
+            server, expected_params, max_retries=max(max_retries, 240), **kw)
+
     def _store_uploads(self):
         # The fake Glance drops the data of an update (a snapshot upload).
         real_update = self.glance.update
