@@ -27,6 +27,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/pip" install -q -r "$REQS" -r requirements.txt
     # Non-editable: the shim must land in Nova's site-packages.
     "$VENV/bin/pip" install -q --no-deps --force-reinstall .
-    echo "$want" > "$stamp"
     log "done in $(( $(date +%s) - start )) s"
+    echo "$want" > "$stamp"
+fi
+# pip puts Nova's etc/ (api-paste.ini) under the venv prefix; Nova's test
+# ConfFixture looks for it next to the package, as in a source tree.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -e "$site/etc/nova/api-paste.ini" ]; then
+    mkdir -p "$site/etc"
+    ln -sfn "$(cd "$VENV" && pwd)/etc/nova" "$site/etc/nova"
 fi
