@@ -550,20 +550,23 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def pre_live_migration(self, context, instance, block_device_info,
                            network_info, disk_info, migrate_data):
-        # Nova would create the missing ISO here as zeros (unbacked file):
-        # build it first, for this host.
+        # Nova creates the instance directory here (and refuses an
+        # existing one) and creates missing unbacked files, our ISO among
+        # them, as zeros (_create_images_and_backing): build it for this
+        # host afterwards, before the guest starts here.
+        result = super().pre_live_migration(
+            context, instance, block_device_info, network_info, disk_info,
+            migrate_data)
         if self._ipxe_layout(instance) and not left_menu(instance):
-            inst_dir = libvirt_utils.get_instance_path(instance)
-            fileutils.ensure_tree(inst_dir)
+            inst_dir = libvirt_utils.get_instance_path_at_destination(
+                instance, migrate_data)
             uefi, secure = self._firmware(instance.image_meta)
             self._try_build(context, instance, network_info,
                             instance.image_ref,
                             os.path.join(inst_dir, ISO_NAME),
                             self._instance_image_properties(instance),
                             uefi, secure)
-        return super().pre_live_migration(
-            context, instance, block_device_info, network_info, disk_info,
-            migrate_data)
+        return result
 
 
 class _BaseOnly(imagebackend.Flat):

@@ -354,6 +354,31 @@ class LifecycleTestCase(IpxeLifecycleBase):
         self.assertEqual(1, len(self.cds()))
 
 
+class LiveMigrationTestCase(IpxeLifecycleBase):
+
+    def test_pre_live_migration_builds_the_iso_on_a_new_host(self):
+        server = self.boot()
+        drv = self.computes['compute1'].driver
+        inst = objects.Instance.get_by_uuid(
+            self.ctxt, server['id'], expected_attrs=['system_metadata',
+                                                     'flavor', 'metadata'])
+        disk_info = drv.get_instance_disk_info(inst)
+        # The destination: the same path, empty (the source moved away).
+        os.rename(self.inst_dir(server), self.inst_dir(server) + '.src')
+        migrate_data = objects.LibvirtLiveMigrateData(
+            is_shared_block_storage=False, is_shared_instance_path=False,
+            block_migration=True, instance_relative_path=server['id'],
+            graphics_listen_addr_vnc='127.0.0.1',
+            graphics_listen_addr_spice='127.0.0.1',
+            serial_listen_addr='127.0.0.1')
+        network_info = inst.get_network_info()
+        drv.pre_live_migration(self.ctxt, inst, None, network_info,
+                               disk_info, migrate_data)
+        script = script_of(self.iso(server))
+        self.assertIn(libvirt_base.PORT_MAC, script)
+        self.assertIn(libvirt_base.PORT_IP, script)
+
+
 class FailureTestCase(IpxeLifecycleBase):
 
     def assert_fault(self, server, *needles):
