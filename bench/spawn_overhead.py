@@ -139,6 +139,13 @@ def main():
                 problems = result.errors + result.failures
                 raise benchlib.BenchError('%s on %s failed: %s' % (
                     driver_name, name, problems[0][1][-2000:]))
+            e2e, added = RESULTS[(driver_name, iso)]
+            # Partial figures as they come (a run takes minutes).
+            print('# %s %s: e2e p50 %.1f ms p99 %.1f ms, added p50 %.1f '
+                  'ms p99 %.1f ms' % (
+                      name, driver_name, pct(e2e, 50) * 1e3,
+                      pct(e2e, 99) * 1e3, pct(added, 50) * 1e3,
+                      pct(added, 99) * 1e3), file=sys.stderr, flush=True)
     print('spawn overhead of ipxe.LibvirtDriver, %d spawns each (first '
           'included), warm image cache, Nova functional harness' %
           args.spawns)
