@@ -233,8 +233,9 @@ class ImageTooLarge(InvalidIso):
     msg_fmt = ('%(source)s is %(size)s bytes, more than [ipxe] '
                'max_iso_size (%(limit)d bytes). Use a smaller iPXE ISO or '
                'raise max_iso_size.')
-    safe_fmt = ('The image is %(size)s bytes, more than the %(limit)d bytes '
-                'this cloud accepts for an iPXE ISO.')
+    # The limit is operator configuration: not shown to the tenant.
+    safe_fmt = ('The image is %(size)s bytes, more than this cloud accepts '
+                'for an iPXE ISO.')
 
 
 # The name the ISO reader used before the two were merged.

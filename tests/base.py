@@ -10,10 +10,12 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Shared test base: testtools + fixtures, a private [ipxe] config."""
+"""The one test base class: testtools + fixtures, a private [ipxe] config.
 
-import copy
-import json
+What tests run on (stock ISOs, network data, made-up ISOs) comes from
+``tests/samples.py``.
+"""
+
 import logging
 import os
 
@@ -23,17 +25,7 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 from nova_ipxe import conf as ipxe_conf
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_NETWORK_DATA = os.path.join(REPO, 'tools', 'demo', 'network_data.json')
-BOOKWORM_ISO = '/usr/lib/ipxe/ipxe.iso'
-TRIXIE_DIR = os.path.join(REPO, '.cache', 'trixie-ipxe')
-TRIXIE_ISO = os.path.join(TRIXIE_DIR, 'usr', 'lib', 'ipxe', 'ipxe.iso')
-
-
-def demo_network_data():
-    with open(DEMO_NETWORK_DATA) as f:
-        return json.load(f)
+from tests import samples
 
 
 class TestCase(testtools.TestCase):
@@ -57,6 +49,17 @@ class TestCase(testtools.TestCase):
     def flags(self, group='ipxe', **kw):
         self.conf_fixture.config(group=group, **kw)
 
+    def load_conf(self, text):
+        """A ConfigOpts with the [ipxe] options, read from ``text``."""
+        path = os.path.join(self.tmp, 'nova.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        conf = cfg.ConfigOpts()
+        ipxe_conf.register_opts(conf)
+        conf([], default_config_files=[path])
+        return conf
+
     @staticmethod
     def network_data():
-        return copy.deepcopy(demo_network_data())
+        """The demo instance's network data (a fresh copy)."""
+        return samples.network_data()

@@ -1,1 +1,1 @@
-"""Helper scripts for nova-ipxe: demo and boot lab (not installed)."""
+"""Helper scripts for nova-ipxe: the demo and the labs (not installed)."""

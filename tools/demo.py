@@ -39,11 +39,11 @@ from nova_ipxe import exception
 from nova_ipxe import glance
 from tools import bootlab
 from tools import glancelab
+from tools import stock
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NETWORK_DATA = os.path.join(REPO, 'tools', 'demo', 'network_data.json')
-TRIXIE_ISO = os.path.join(REPO, '.cache', 'trixie-ipxe', 'usr', 'lib',
-                          'ipxe', 'ipxe.iso')
+REPO = stock.REPO
+NETWORK_DATA = stock.NETWORK_DATA
+TRIXIE_ISO = stock.TRIXIE_ISO
 BOOT_TIMEOUT = 180
 
 # A small netboot.xyz-style menu: it shows what iPXE was given, then

@@ -40,7 +40,6 @@ prints its URL (and the image id) and serves until interrupted.
 
 import argparse
 import atexit
-import ctypes
 import json
 import os
 import re
@@ -53,6 +52,8 @@ import tempfile
 import time
 
 import requests
+
+from tools import labproc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(REPO, '.venv-glance')
@@ -114,46 +115,6 @@ def check_prerequisites(venv=VENV):
     if missing:
         raise PrerequisiteError('Glance is not installed (missing %s); %s' % (
             ', '.join(missing), INSTALL_HINT))
-
-
-def _tail(path, lines=30):
-    try:
-        with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode('utf-8', 'replace')
-    except OSError:
-        return ''
-    return '\n'.join(text.splitlines()[-lines:])
-
-
-_libc = None
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover
-    pass
-
-
-def _die_with_parent():  # runs in the child between fork and exec
-    # PR_SET_PDEATHSIG: gunicorn gets SIGKILL when the thread that started
-    # it dies, so a SIGKILLed test runner leaves no Glance behind (gunicorn
-    # workers exit by themselves when their master goes).
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
-def _terminate(proc, grace=5.0):
-    """Stop a process started in its own session, whole group at once."""
-    for sig, wait in ((STOP_SIGNAL, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            return proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.poll()
 
 
 def _config(tmp, paste_ini, policy_file):
@@ -236,7 +197,7 @@ class GlanceServer:
         atexit.unregister(self.stop)
         self.session.close()
         if self.proc is not None:
-            _terminate(self.proc)
+            labproc.terminate(self.proc, grace=5.0, first_signal=STOP_SIGNAL)
             self.proc = None
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
@@ -258,7 +219,7 @@ class GlanceServer:
         """The last lines of Glance's and gunicorn's logs, for messages."""
         parts = []
         for path in (self.glance_log, self.gunicorn_log):
-            text = _tail(path, lines)
+            text = labproc.tail(path, lines)
             if text:
                 parts.append('--- %s:\n%s' % (os.path.basename(path), text))
         return '\n'.join(parts) or '(logs are empty)'
@@ -292,7 +253,7 @@ class GlanceServer:
             out = subprocess.run(
                 cmd, env=self._env(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                timeout=120, preexec_fn=_die_with_parent)
+                timeout=120, preexec_fn=labproc.die_with_parent)
         except subprocess.TimeoutExpired:
             raise GlanceStartError('glance-manage db_sync took over 120 s\n' +
                                    self.log_tail())
@@ -325,7 +286,7 @@ class GlanceServer:
                     cmd, env=self._env(), cwd=self.tmpdir,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                     pass_fds=(sock.fileno(),), start_new_session=True,
-                    preexec_fn=_die_with_parent)
+                    preexec_fn=labproc.die_with_parent)
         finally:
             sock.close()
 
@@ -338,7 +299,8 @@ class GlanceServer:
                     'gunicorn exited with status %s before Glance answered;'
                     ' %s\n%s\n--- gunicorn.out:\n%s' % (
                         self.proc.returncode, self.url, self.log_tail(),
-                        _tail(os.path.join(self.tmpdir, 'gunicorn.out'))))
+                        labproc.tail(os.path.join(self.tmpdir,
+                                                  'gunicorn.out'))))
             left = deadline - time.monotonic()
             if left <= 0:
                 raise GlanceStartError(

@@ -21,7 +21,6 @@ appended to $NOVA_IPXE_BOOT_TIMINGS when that is set (tools/run-tests.sh
 prints them).
 """
 
-import ipaddress
 import json
 import os
 import time
@@ -32,7 +31,7 @@ from testtools import content
 
 from nova_ipxe import builder
 from tests import base
-from tests import isofactory
+from tests import samples
 from tools import bootlab
 
 BOOT_TIMEOUT = 180
@@ -50,43 +49,6 @@ chain %(seen)s?ip=${ip}&netmask=${netmask}&gateway=${gateway}&dns=${dns}\
 sleep 1
 reboot
 '''
-BYE = '#!ipxe\necho nova-ipxe-test: done\nsleep 1\nreboot\n'
-
-
-def nic_data(mac, link, ipv4=None, ipv6=None, network_id=None):
-    """One port's network_data.json entries: (link, [networks]).
-
-    Shaped as Nova's get_network_metadata() writes them.
-    """
-    network_id = network_id or str(uuid.uuid4())
-    networks = []
-    if ipv4:
-        address, prefix, gateway = ipv4
-        networks.append({
-            'id': 'network-%s-4' % link, 'type': 'ipv4', 'link': link,
-            'ip_address': address,
-            'netmask': str(ipaddress.ip_network(
-                '0.0.0.0/%d' % prefix).netmask),
-            'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
-                        'gateway': gateway}] if gateway else [],
-            'network_id': network_id, 'services': []})
-    if ipv6:
-        address, prefix, gateway = ipv6
-        networks.append({
-            'id': 'network-%s-6' % link, 'type': 'ipv6', 'link': link,
-            'ip_address': address,
-            'netmask': str(ipaddress.ip_network('::/%d' % prefix).netmask),
-            'routes': [{'network': '::', 'netmask': '::',
-                        'gateway': gateway}] if gateway else [],
-            'network_id': network_id, 'services': []})
-    return ({'id': link, 'vif_id': str(uuid.uuid4()), 'type': 'ovs',
-             'ethernet_mac_address': mac, 'mtu': 1500}, networks)
-
-
-def network_data(*nics, dns=()):
-    return {'links': [link for link, _ in nics],
-            'networks': [n for _, nets in nics for n in nets],
-            'services': [{'type': 'dns', 'address': a} for a in dns]}
 
 
 class BootTestCase(base.TestCase):
@@ -118,10 +80,10 @@ class BootTestCase(base.TestCase):
             '6' if ':' in bind else '4'))
         server.start()
         server.set_routes({'/menu.ipxe': MENU % {
-            'seen': server.url_for('/seen')}, '/seen': BYE})
+            'seen': server.url_for('/seen')}, '/seen': samples.BYE_MENU})
         return server
 
-    def build(self, data, source=base.BOOKWORM_ISO, hostname='vm-1',
+    def build(self, data, source=samples.BOOKWORM_ISO, hostname='vm-1',
               **flags):
         flags.setdefault('chain_timeout', 10)
         flags.setdefault('chain_retry_delay', 1)
@@ -176,8 +138,8 @@ class BootTestCase(base.TestCase):
         """
         server = self.one_lan(ipv4='192.0.2.1', menu=menu)
         mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=VM_V4),
-                            dns=['192.0.2.53'])
+        data = samples.network_data_of(
+            samples.nic_data(mac, 'tap-a', ipv4=VM_V4), dns=['192.0.2.53'])
         if server:
             flags.setdefault('boot_menu_url', server.url_for('/menu.ipxe'))
         iso, result = self.build(data, **flags)
@@ -215,11 +177,11 @@ class BiosBootTestCase(BootTestCase):
         # ipxe.lkrn booted with "INITRD autoexec.ipxe" (a stock script
         # that runs dhcp) in the source: ours must replace it.
         self.assertV4Menu('bios-genfsimg', *self.v4_vm(
-            source=isofactory.genfsimg_iso(self.tmp))[:3])
+            source=samples.genfsimg_iso(self.tmp))[:3])
 
     def test_plain_iso9660_names(self):
         self.assertV4Menu('bios-8.3-names', *self.v4_vm(
-            source=isofactory.plain_iso(self.tmp))[:3])
+            source=samples.plain_iso(self.tmp))[:3])
 
     def test_isohybrid_boots_as_a_hard_disk(self):
         # Nova's legacy rescue attaches the image as a disk, not a CD.
@@ -230,7 +192,7 @@ class BiosBootTestCase(BootTestCase):
     def test_static_ipv6_only(self):
         menu = self.one_lan(ipv6='2001:db8::1')
         mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv6=(
+        data = samples.network_data_of(samples.nic_data(mac, 'tap-a', ipv6=(
             '2001:db8::10', 64, '2001:db8::1')), dns=['2001:db8::53'])
         iso, _ = self.build(data, boot_menu_url=menu.url_for('/menu.ipxe'))
         vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
@@ -252,9 +214,10 @@ class BiosBootTestCase(BootTestCase):
         self.start_dhcp_sentinel()
         menu = self.menu_server('192.0.2.1')
         mac_a, mac_b = bootlab.unique_macs(2)
-        data = network_data(
-            nic_data(mac_a, 'tap-a', ipv4=('198.51.100.10', 24, None)),
-            nic_data(mac_b, 'tap-b', ipv4=('192.0.2.20', 24, '192.0.2.1')),
+        data = samples.network_data_of(
+            samples.nic_data(mac_a, 'tap-a', ipv4=('198.51.100.10', 24, None)),
+            samples.nic_data(mac_b, 'tap-b',
+                             ipv4=('192.0.2.20', 24, '192.0.2.1')),
             dns=['192.0.2.53'])
         iso, _ = self.build(data, boot_menu_url=menu.url_for('/menu.ipxe'))
         self.assertEqual(mac_b, self.rendered.menu_nic.mac)
@@ -293,7 +256,8 @@ class BiosBootTestCase(BootTestCase):
     def test_unreachable_menu_falls_back_to_the_local_disk(self):
         self.one_lan(ipv4='192.0.2.1', menu=False)
         mac = bootlab.unique_mac()
-        data = network_data(nic_data(mac, 'tap-a', ipv4=VM_V4))
+        data = samples.network_data_of(
+            samples.nic_data(mac, 'tap-a', ipv4=VM_V4))
         iso, _ = self.build(data, boot_menu_url=UNREACHABLE,
                             on_chain_failure='disk', chain_retries=1)
         disk = os.path.join(self.tmp, 'disk.img')
@@ -343,7 +307,7 @@ class UefiBootTestCase(BootTestCase):
     firmware = 'uefi'
 
     def test_trixie_ovmf(self):
-        menu, mac, vm, result = self.v4_vm(source=base.TRIXIE_ISO,
+        menu, mac, vm, result = self.v4_vm(source=samples.TRIXIE_ISO,
                                            uefi='require')
         self.assertTrue(result.uefi)
         seen, _ = self.assertV4Menu('uefi-trixie', menu, mac, vm)
@@ -351,20 +315,21 @@ class UefiBootTestCase(BootTestCase):
 
     def test_isohybrid_boots_as_a_hard_disk(self):
         self.assertV4Menu('uefi-as-disk', *self.v4_vm(
-            source=base.TRIXIE_ISO, uefi='require', as_disk=True)[:3])
+            source=samples.TRIXIE_ISO, uefi='require', as_disk=True)[:3])
 
     def test_genfsimg_layout(self):
         # esp.img with the loader and a stock autoexec.ipxe at its root.
         self.assertV4Menu('uefi-genfsimg', *self.v4_vm(
-            source=isofactory.genfsimg_iso(self.tmp), uefi='require')[:3])
+            source=samples.genfsimg_iso(self.tmp), uefi='require')[:3])
 
     def test_query_encoding_survives_ipxe(self):
         # Operator URL with its own query: ours is appended after it.
         url = 'http://192.0.2.1:%d/menu.ipxe?site=lab%%20one&nic=$${net0/mac}'
         menu = self.one_lan(ipv4='192.0.2.1')
         mac = bootlab.unique_mac()
-        iso, _ = self.build(network_data(nic_data(mac, 'tap-a', ipv4=VM_V4)),
-                            source=base.TRIXIE_ISO,
+        data = samples.network_data_of(
+            samples.nic_data(mac, 'tap-a', ipv4=VM_V4))
+        iso, _ = self.build(data, source=samples.TRIXIE_ISO,
                             boot_menu_url=url % menu.port)
         vm = self.boot(iso, [bootlab.Nic('tap0', mac)])
         request = menu.wait_for('/menu.ipxe', timeout=BOOT_TIMEOUT, vm=vm)

@@ -34,10 +34,9 @@ from nova_ipxe import cache
 from nova_ipxe import exception
 from nova_ipxe import glance
 from tests import base
-from tests.functional import faultproxy
-from tests.functional import test_boot
-from tests import isofactory
+from tests import samples
 from tools import bootlab
+from tools import faultproxy
 from tools import glancelab
 
 FILE = r'/v2/images/[0-9a-f-]+/file$'
@@ -50,23 +49,16 @@ class GlanceTestCase(base.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.glance = glancelab.GlanceServer().start()
-        try:
-            cls.bookworm = cls.glance.create_image(
-                'ipxe-boot', base.BOOKWORM_ISO,
-                properties={'hw_ipxe_boot': 'true'})
-            cls.trixie = cls.glance.create_image(
-                'ipxe-trixie', base.TRIXIE_ISO,
-                properties={'ipxe_boot': 'true'})  # the legacy name
-            cls.unflagged = cls.glance.create_image('plain-iso',
-                                                    base.BOOKWORM_ISO)
-        except BaseException:
-            cls.glance.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.glance.stop()
-        super().tearDownClass()
+        # Class cleanups run also when the rest of setUpClass fails.
+        cls.addClassCleanup(cls.glance.stop)
+        cls.bookworm = cls.glance.create_image(
+            'ipxe-boot', samples.bookworm_iso(),
+            properties={'hw_ipxe_boot': 'true'})
+        cls.trixie = cls.glance.create_image(
+            'ipxe-trixie', samples.trixie_iso(),
+            properties={'ipxe_boot': 'true'})  # the legacy name
+        cls.unflagged = cls.glance.create_image('plain-iso',
+                                                samples.bookworm_iso())
 
     def setUp(self):
         super().setUp()
@@ -116,10 +108,10 @@ class FetchTestCase(GlanceTestCase):
         lab.add_tap('tap0', 'br0')
         dhcp = bootlab.DhcpSentinel(lab).start()
         menu = bootlab.MenuServer(lab, '192.0.2.1', 0).start()
-        menu.set_routes({'/menu.ipxe': test_boot.BYE})
+        menu.set_routes({'/menu.ipxe': samples.BYE_MENU})
         self.flags(boot_menu_url=menu.url_for('/menu.ipxe'))
         mac = bootlab.unique_mac()
-        data = test_boot.network_data(test_boot.nic_data(
+        data = samples.network_data_of(samples.nic_data(
             mac, 'tap-a', ipv4=('192.0.2.10', 24, '192.0.2.1')))
         out = os.path.join(self.tmp, 'vm.iso')
         before = self.glance.download_count(self.bookworm)
@@ -151,7 +143,7 @@ class FetchTestCase(GlanceTestCase):
     def test_image_menu_url_override(self):
         # An image property is tenant input: re-encoded, no iPXE settings.
         image = self.glance.create_image(
-            'ipxe-custom', base.BOOKWORM_ISO, properties={
+            'ipxe-custom', samples.bookworm_iso(), properties={
                 'hw_ipxe_boot': 'true',
                 'ipxe_boot_menu_url': 'http://tenant.example/m?x=${ip}'})
         out = os.path.join(self.tmp, 'vm.iso')
@@ -160,7 +152,7 @@ class FetchTestCase(GlanceTestCase):
                 network_data=self.network_data()), out, self.conf)
         self.assertEqual('image', rendered.menu_url_source)
         self.assertIn(b' http://tenant.example/m?x=%24%7Bip%7D&mac=',
-                      isofactory.iso_files(out)['/nipxe.ipx'])
+                      samples.iso_files(out)['/nipxe.ipx'])
         self.flags(allow_menu_url_override=False)
         _, rendered, _ = builder.build_iso_from_image(
             self.client(), self.cache(), image, builder.Instance(
@@ -169,7 +161,8 @@ class FetchTestCase(GlanceTestCase):
 
     def test_legacy_flag_and_uefi_image(self):
         entry = self.fetch(self.trixie)
-        self.assertEqual(os.path.getsize(base.TRIXIE_ISO), entry.info.size)
+        self.assertEqual(os.path.getsize(samples.trixie_iso()),
+                         entry.info.size)
         self.assertEqual('sha512', entry.info.hash_algo)
         self.assertCacheClean(entries=1)
 
@@ -312,7 +305,7 @@ class FaultTestCase(GlanceTestCase):
             e = self.assertRaises(exception.ImageDownloadFailed, self.fetch,
                                   self.bookworm, client=self.via(proxy))
             self.assertIn('longer than the %d bytes'
-                          % os.path.getsize(base.BOOKWORM_ISO), str(e))
+                          % os.path.getsize(samples.bookworm_iso()), str(e))
             self.assertCacheClean()
 
     def test_slower_than_read_timeout(self):
@@ -509,7 +502,7 @@ class ConcurrencyTestCase(GlanceTestCase):
              '--glance-url', self.glance.url, '--image', self.trixie,
              '--cache-dir', self.cache_dir, '--out', outdir,
              '--process', str(n), '--threads', '32', '--gate', gate],
-            cwd=base.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=samples.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True) for n in range(2)]
         open(gate, 'w').close()
         for proc in procs:
@@ -522,7 +515,7 @@ class ConcurrencyTestCase(GlanceTestCase):
             # Each ISO carries its own instance's address, in the BIOS
             # script and in the EFI image.
             n = int(name.split('.')[0])
-            files = isofactory.iso_files(os.path.join(outdir, name))
+            files = samples.iso_files(os.path.join(outdir, name))
             script = files['/nipxe.ipx'].decode()
             self.assertIn('set ip 198.51.100.%d\n' % (n + 1), script)
             self.assertIn(files['/nipxe.ipx'], files['/efi.img'])
@@ -547,7 +540,7 @@ class CliTestCase(GlanceTestCase):
         env = dict(os.environ, OS_AUTH_TOKEN=token)
         return subprocess.run(
             [sys.executable, '-m', 'nova_ipxe.cli'] + list(args),
-            capture_output=True, text=True, cwd=base.REPO, env=env)
+            capture_output=True, text=True, cwd=samples.REPO, env=env)
 
     def test_fetch_then_build_by_image_id(self):
         proxy = self.proxy()
@@ -560,12 +553,12 @@ class CliTestCase(GlanceTestCase):
         out = os.path.join(self.tmp, 'vm.iso')
         built = self.run_cli(
             'build-iso', '--image', self.trixie, *common, '--network-data',
-            base.DEMO_NETWORK_DATA, '--menu-url', 'http://192.0.2.1/m',
+            samples.NETWORK_DATA, '--menu-url', 'http://192.0.2.1/m',
             '--output', out)
         self.assertEqual(0, built.returncode, built.stderr)
         self.assertIn('BIOS yes, UEFI yes', built.stdout)
         self.assertIn(b'set ip 192.0.2.10\n',
-                      isofactory.iso_files(out)['/nipxe.ipx'])
+                      samples.iso_files(out)['/nipxe.ipx'])
         # One download; every use checked the record with Glance, with
         # the token from the environment.
         self.assertEqual(1, proxy.count('GET', FILE))
@@ -602,7 +595,7 @@ class CliTestCase(GlanceTestCase):
         proc = subprocess.Popen(
             [sys.executable, '-m', 'nova_ipxe.cli', 'fetch', self.bookworm,
              '--glance-url', proxy.url, '--cache-dir', self.cache_dir],
-            cwd=base.REPO, stdout=subprocess.PIPE, stderr=slave)
+            cwd=samples.REPO, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         out, _ = proc.communicate(timeout=60)
         self.assertEqual(0, proc.returncode)

@@ -37,11 +37,11 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_utils.fixture import uuidsentinel as uuids
 
 from nova_ipxe import conf as ipxe_conf  # noqa: F401  registers [ipxe]
-from tests import base as tests_base
+from tests import samples
 
 CONF = nova_conf.CONF
-BOOKWORM_ISO = tests_base.BOOKWORM_ISO
-TRIXIE_ISO = tests_base.TRIXIE_ISO
+BOOKWORM_ISO = samples.BOOKWORM_ISO
+TRIXIE_ISO = samples.TRIXIE_ISO
 MENU_URL = 'http://192.0.2.1:8080/menu'
 # The addresses the boot lab's bridge serves (documentation range).
 PORT_IP, GATEWAY = '192.0.2.10', '192.0.2.1'

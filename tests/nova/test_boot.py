@@ -24,9 +24,9 @@ import os
 import subprocess
 import sys
 
-from tests import base as tests_base
 from tests.nova import libvirt_base
 from tests.nova import test_libvirt
+from tests import samples
 
 
 class BootTestCase(test_libvirt.IpxeLifecycleBase):
@@ -36,7 +36,7 @@ class BootTestCase(test_libvirt.IpxeLifecycleBase):
             [sys.executable, '-m', 'tools.bootlab', 'boot', '--cdrom', iso,
              '--mac', mac, '--port', '8080', '--path', '/menu',
              '--firmware', firmware, '--timeout', '240'],
-            cwd=tests_base.REPO, capture_output=True, text=True,
+            cwd=samples.REPO, capture_output=True, text=True,
             timeout=300)
         self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
         return json.loads(proc.stdout)

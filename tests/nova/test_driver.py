@@ -48,8 +48,8 @@ class OverridesTestCase(testtools.TestCase):
 
     def test_pe_signature_detection(self):
         # An unsigned stock loader from trixie's iPXE.
-        from tests import isofactory
-        data = isofactory.trixie_file('ipxe.efi')
+        from tests import samples
+        data = samples.trixie_file('ipxe.efi')
         self.assertFalse(libvirt.pe_signed(data))
         # The same PE with a certificate table entry pointing at bytes
         # appended to it.

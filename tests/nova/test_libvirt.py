@@ -19,8 +19,8 @@ from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_utils.fixture import uuidsentinel as uuids
 
-from tests import isofactory
 from tests.nova import libvirt_base
+from tests import samples
 
 GiB = 1024 ** 3
 
@@ -30,7 +30,7 @@ def CONF_instances_path():
 
 
 def script_of(iso_path):
-    files = isofactory.iso_files(iso_path)
+    files = samples.iso_files(iso_path)
     scripts = [v.decode() for v in files.values()
                if v.startswith(b'#!ipxe')]
     assert scripts, sorted(files)
@@ -396,8 +396,8 @@ class FailureTestCase(IpxeLifecycleBase):
     def test_not_an_ipxe_iso_fails_with_a_tenant_fault(self):
         tmp = self.tmp_dir()
         path = os.path.join(tmp, 'plain.iso')
-        isofactory.write_iso(path, {('/README.TXT;1', '/readme.txt'):
-                                    b'hello'})
+        samples.write_iso(path, {('/README.TXT;1', '/readme.txt'):
+                                 b'hello'})
         image = self.add_image(libvirt_base.read(path),
                                image_id=uuids.plain, hw_ipxe_boot='true')
         server = self.boot(image_id=image, expected_state='ERROR')
@@ -447,7 +447,7 @@ class FirmwareTestCase(IpxeLifecycleBase):
         cds = self.cds()
         self.assertEqual([('sda', 'sata', '1')],
                          [(d['dev'], d['bus'], d['boot']) for d in cds])
-        files = isofactory.iso_files(self.iso(server))
+        files = samples.iso_files(self.iso(server))
         self.assertTrue(any(n.lower().endswith('.img') for n in files))
         self.assertEqual('vda', self.disks(self.last_xml())[0]['dev'])
 

@@ -65,6 +65,16 @@ class StockOnFailureTestCase(base.TestCase):
         self.flags(on_build_failure='stock')
         self.assertTrue(builder.stock_on_failure(e, self.conf))
 
+    def test_failure_policy(self):
+        error = exception.InvalidIso(source='x', reason='y')
+        self.assertRaises(exception.InvalidIso, builder.stock_on_failure,
+                          error, self.conf)
+        self.flags(on_build_failure='stock')
+        self.assertTrue(builder.stock_on_failure(error, self.conf))
+        # Programming errors are never papered over.
+        self.assertRaises(KeyError, builder.stock_on_failure, KeyError('k'),
+                          self.conf)
+
     def test_fail_policy_and_programming_errors_re_raise(self):
         error = exception.InvalidNetworkData(field='f', reason='r')
         self.assertRaises(exception.InvalidNetworkData,

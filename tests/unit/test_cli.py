@@ -21,7 +21,7 @@ import sys
 import time
 
 from tests import base
-from tests import isofactory
+from tests import samples
 
 MENU = 'http://192.0.2.1:8080/menu.ipxe'
 UUID_NL = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f\nnova-ipxe: error: forged'
@@ -32,7 +32,7 @@ class CliTestCase(base.TestCase):
     def run_cli(self, *args, stdin=None):
         return subprocess.run(
             [sys.executable, '-m', 'nova_ipxe.cli'] + list(args),
-            input=stdin, capture_output=True, text=True, cwd=base.REPO)
+            input=stdin, capture_output=True, text=True, cwd=samples.REPO)
 
     def assertError(self, result, text, status=1):
         self.assertEqual(status, result.returncode, result.stderr)
@@ -43,7 +43,7 @@ class CliTestCase(base.TestCase):
         self.assertIn(text, errors[0])
 
     def test_render_script_from_stdin(self):
-        with open(base.DEMO_NETWORK_DATA) as f:
+        with open(samples.NETWORK_DATA) as f:
             data = f.read()
         result = self.run_cli('render-script', '--network-data', '-',
                               '--menu-url', MENU, '--hostname', 'vm-1',
@@ -56,28 +56,28 @@ class CliTestCase(base.TestCase):
     def test_build_iso_and_inspect(self):
         out = os.path.join(self.tmp, 'vm.iso')
         result = self.run_cli(
-            'build-iso', '--source', base.TRIXIE_ISO, '--network-data',
-            base.DEMO_NETWORK_DATA, '--menu-url', MENU, '--output', out,
+            'build-iso', '--source', samples.trixie_iso(), '--network-data',
+            samples.NETWORK_DATA, '--menu-url', MENU, '--output', out,
             '--instance-uuid', '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f')
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertIn('BIOS yes, UEFI yes', result.stdout)
         script = self.run_cli('render-script', '--network-data',
-                              base.DEMO_NETWORK_DATA, '--menu-url', MENU,
+                              samples.NETWORK_DATA, '--menu-url', MENU,
                               '--instance-uuid',
                               '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f')
         self.assertEqual(script.stdout.encode(),
-                         isofactory.iso_files(out)['/nipxe.ipx'])
+                         samples.iso_files(out)['/nipxe.ipx'])
         info = self.run_cli('inspect', out, '--json')
         self.assertEqual(0, info.returncode, info.stderr)
         info = json.loads(info.stdout)
         self.assertEqual('/ipxe.krn', info['bios']['kernel'])
         self.assertTrue(info['uefi']['script_injection'])
-        text = self.run_cli('inspect', base.BOOKWORM_ISO)
+        text = self.run_cli('inspect', samples.bookworm_iso())
         self.assertIn('script: no (its EFI iPXE predates', text.stdout)
 
     def test_menu_url_with_ipxe_settings(self):
         result = self.run_cli('render-script', '--network-data',
-                              base.DEMO_NETWORK_DATA, '--no-identity',
+                              samples.NETWORK_DATA, '--no-identity',
                               '--menu-url', 'http://b/m?ip=${ip}&x=$y')
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertIn(' http://b/m?ip=${ip}&x=$y && goto menu_done',
@@ -89,7 +89,7 @@ class CliTestCase(base.TestCase):
             f.write('[ipxe]\nboot_menu_url = http://cfg.example/m\n'
                     'on_chain_failure = shell\nchain_retries = 7\n')
         result = self.run_cli('--config-file', conf, 'render-script',
-                              '--network-data', base.DEMO_NETWORK_DATA)
+                              '--network-data', samples.NETWORK_DATA)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertIn('chain --timeout 30000 http://cfg.example/m?mac=',
                       result.stdout)
@@ -107,23 +107,23 @@ class CliTestCase(base.TestCase):
                                       '/nonexistent.json', '--menu-url',
                                       MENU), 'cannot read it')
         self.assertError(self.run_cli('render-script', '--network-data',
-                                      base.DEMO_NETWORK_DATA),
+                                      samples.NETWORK_DATA),
                          'boot_menu_url is not set')
         self.assertError(self.run_cli(
-            'render-script', '--network-data', base.DEMO_NETWORK_DATA,
+            'render-script', '--network-data', samples.NETWORK_DATA,
             '--menu-url', MENU, '--hostname', 'bad host'),
             'not an RFC 1123 host name')
         self.assertError(self.run_cli(
             'build-iso', '--source', bad_json, '--network-data',
-            base.DEMO_NETWORK_DATA, '--menu-url', MENU, '--output',
+            samples.NETWORK_DATA, '--menu-url', MENU, '--output',
             os.path.join(self.tmp, 'x.iso')), 'not a readable ISO')
         self.assertError(self.run_cli(
             '--config-file', '/nonexistent.conf', 'inspect',
-            base.BOOKWORM_ISO), 'cannot read /nonexistent.conf')
+            samples.bookworm_iso()), 'cannot read /nonexistent.conf')
         self.assertError(self.run_cli(
-            'build-iso', '--source', base.BOOKWORM_ISO, '--uefi', 'require',
-            '--network-data', base.DEMO_NETWORK_DATA, '--menu-url', MENU,
-            '--output', os.path.join(self.tmp, 'x.iso')),
+            'build-iso', '--source', samples.bookworm_iso(), '--uefi',
+            'require', '--network-data', samples.NETWORK_DATA, '--menu-url',
+            MENU, '--output', os.path.join(self.tmp, 'x.iso')),
             'cannot boot UEFI with an injected script')
         self.assertFalse(os.path.exists(os.path.join(self.tmp, 'x.iso')))
 
@@ -168,21 +168,21 @@ class HostileCliTestCase(CliTestCase):
     def test_logging_never_reaches_stdout(self):
         conf = self.write('warn.conf', OBSOLETE_CONF)
         result = self.run_cli('--config-file', conf, 'render-script',
-                              '--network-data', base.DEMO_NETWORK_DATA,
+                              '--network-data', samples.NETWORK_DATA,
                               '--menu-url', MENU)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertTrue(result.stdout.startswith('#!ipxe\n'), result.stdout)
         self.assertIn('ipxe_mkisofs_cmd', result.stderr)  # it was logged
         self.assertNotIn('obsolete', result.stdout)
         result = self.run_cli('--config-file', conf, 'inspect',
-                              base.TRIXIE_ISO, '--json')
+                              samples.trixie_iso(), '--json')
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertIn('ipxe_mkisofs_cmd', result.stderr)
         self.assertEqual('/ipxe.krn',
                          json.loads(result.stdout)['bios']['kernel'])
 
     def test_control_characters_never_split_a_line(self):
-        data = json.load(open(base.DEMO_NETWORK_DATA))
+        data = json.load(open(samples.NETWORK_DATA))
         data['links'].append({'id': 'v\nnova-ipxe: error: forged\r\x1b[2J',
                               'type': 'vlan'})
         logged = self.write('vlan.json', json.dumps(data))
@@ -198,9 +198,9 @@ class HostileCliTestCase(CliTestCase):
         data['networks'][1]['ip_address'] = '2001:db8::10%eth0\nforged'
         bad = self.write('zone.json', json.dumps(data))
         for args in (('--network-data', bad),
-                     ('--network-data', base.DEMO_NETWORK_DATA,
+                     ('--network-data', samples.NETWORK_DATA,
                       '--instance-uuid', UUID_NL),
-                     ('--network-data', base.DEMO_NETWORK_DATA,
+                     ('--network-data', samples.NETWORK_DATA,
                       '--hostname', 'vm\nnova-ipxe: error: forged')):
             result = self.run_cli('render-script', '--menu-url', MENU, *args)
             self.assertError(result, 'nova-ipxe: error: ')
@@ -219,7 +219,7 @@ class HostileCliTestCase(CliTestCase):
             result = subprocess.run(
                 [sys.executable, '-m', 'nova_ipxe.cli', 'render-script',
                  '--menu-url', MENU, '--network-data', '-'], stdin=zero,
-                capture_output=True, text=True, cwd=base.REPO)
+                capture_output=True, text=True, cwd=samples.REPO)
         self.assertError(result, 'standard input: larger than 1048576')
         links = [{'id': 'l%d' % i, 'ethernet_mac_address':
                   'fa:16:3e:%02x:%02x:%02x' % (i >> 16, i >> 8 & 255,
@@ -245,17 +245,17 @@ class HostileCliTestCase(CliTestCase):
             [sys.executable, '-m', 'nova_ipxe.cli', 'render-script',
              '--menu-url', MENU, '--network-data', fifo],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=base.REPO)
-        with open(fifo, 'w') as f, open(base.DEMO_NETWORK_DATA) as src:
+            cwd=samples.REPO)
+        with open(fifo, 'w') as f, open(samples.NETWORK_DATA) as src:
             f.write(src.read())
         out, err = proc.communicate(timeout=60)
         self.assertEqual(0, proc.returncode, err)
         self.assertTrue(out.startswith('#!ipxe\n'))
 
     def build_args(self, output):
-        return ('build-iso', '--source', base.TRIXIE_ISO, '--network-data',
-                base.DEMO_NETWORK_DATA, '--menu-url', MENU, '--output',
-                output)
+        return ('build-iso', '--source', samples.trixie_iso(),
+                '--network-data', samples.NETWORK_DATA, '--menu-url', MENU,
+                '--output', output)
 
     def test_output_onto_what_is_not_a_file_is_refused(self):
         fifo = os.path.join(self.tmp, 'out.fifo')
@@ -290,7 +290,7 @@ class HostileCliTestCase(CliTestCase):
                 [sys.executable, '-c', STALLED_WRITE]
                 + list(self.build_args(output)),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                cwd=base.REPO, env=dict(os.environ, NIPXE_WRITING=marker))
+                cwd=samples.REPO, env=dict(os.environ, NIPXE_WRITING=marker))
             self.addCleanup(proc.kill)
             for _ in range(600):
                 if os.path.exists(marker) or proc.poll() is not None:
@@ -310,15 +310,12 @@ class HostileCliTestCase(CliTestCase):
                 self.assertEqual('the previous ISO', f.read())
 
     def test_inspect_escapes_names_from_the_iso(self):
-        isolinux, ldlinux, files = isofactory.bookworm_parts()
-        evil = isofactory.write_iso(os.path.join(self.tmp, 'evil.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
-                b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /ipxe.krn\n',
-            ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
-            ('/EVIL.TXT;1', '/e\x1b[2J\nforged'): b'x'},
-            bios='/ISOLINUX.BIN;1')
+        _, _, files = samples.bookworm_parts()
+        evil = samples.isolinux_iso(
+            os.path.join(self.tmp, 'evil.iso'),
+            b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /ipxe.krn\n', {
+                ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
+                ('/EVIL.TXT;1', '/e\x1b[2J\nforged'): b'x'})
         result = self.run_cli('inspect', evil)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertNotIn('\x1b', result.stdout)

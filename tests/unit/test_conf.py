@@ -19,25 +19,16 @@ from oslo_config import generator
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
-from nova_ipxe import image
 from tests import base
+from tests import samples
 
-GENERATOR_CONF = os.path.join(base.REPO, 'etc', 'nova-ipxe',
+GENERATOR_CONF = os.path.join(samples.REPO, 'etc', 'nova-ipxe',
                               'nova-ipxe-config-generator.conf')
-SAMPLE = os.path.join(base.REPO, 'etc', 'nova-ipxe',
+SAMPLE = os.path.join(samples.REPO, 'etc', 'nova-ipxe',
                       'nova-ipxe.conf.sample')
 
 
 class ConfTestCase(base.TestCase):
-
-    def load(self, text):
-        path = os.path.join(self.tmp, 'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf = cfg.ConfigOpts()
-        ipxe_conf.register_opts(conf)
-        conf([], default_config_files=[path])
-        return conf
 
     def test_sample_is_current(self):
         out = os.path.join(self.tmp, 'sample')
@@ -58,15 +49,16 @@ class ConfTestCase(base.TestCase):
         self.assertEqual(['ipxe_mkisofs_cmd'], groups['xenserver'])
 
     def test_2013_names_are_aliases(self):
-        conf = self.load('[xenserver]\n'
-                         'ipxe_boot_menu_url = http://old.example/menu\n'
-                         'ipxe_network_name = boot-net\n')
+        conf = self.load_conf('[xenserver]\n'
+                              'ipxe_boot_menu_url = http://old.example/menu\n'
+                              'ipxe_network_name = boot-net\n')
         self.assertEqual('http://old.example/menu', conf.ipxe.boot_menu_url)
         self.assertEqual('boot-net', conf.ipxe.menu_network)
 
     def test_mkisofs_cmd_reported_and_ignored(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        conf = self.load('[xenserver]\nipxe_mkisofs_cmd = /usr/bin/mkisofs\n')
+        conf = self.load_conf(
+            '[xenserver]\nipxe_mkisofs_cmd = /usr/bin/mkisofs\n')
         self.assertEqual(['xenserver.ipxe_mkisofs_cmd'],
                          ipxe_conf.report_obsolete(conf))
         self.assertIn('ipxe_mkisofs_cmd = /usr/bin/mkisofs is obsolete and '
@@ -74,43 +66,19 @@ class ConfTestCase(base.TestCase):
         self.assertEqual([], ipxe_conf.report_obsolete(self.conf))
 
     def test_choices_enforced(self):
-        conf = self.load('[ipxe]\non_chain_failure = poweroff\n')
+        conf = self.load_conf('[ipxe]\non_chain_failure = poweroff\n')
         self.assertRaises(cfg.ConfigFileValueError,
                           lambda: conf.ipxe.on_chain_failure)
 
     def test_dollar_in_menu_url(self):
-        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?ip=${ip}\n')
+        conf = self.load_conf('[ipxe]\nboot_menu_url = http://b/m?ip=${ip}\n')
         e = self.assertRaises(exception.ConfigError,
                               builder.configured_menu_url, conf)
         self.assertIn('$${name}', str(e))
-        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?g=${grp.opt}\n')
+        conf = self.load_conf(
+            '[ipxe]\nboot_menu_url = http://b/m?g=${grp.opt}\n')
         self.assertRaises(exception.ConfigError,
                           builder.configured_menu_url, conf)
-        conf = self.load('[ipxe]\nboot_menu_url = http://b/m?ip=$${ip}\n')
+        conf = self.load_conf('[ipxe]\nboot_menu_url = http://b/m?ip=$${ip}\n')
         self.assertEqual('http://b/m?ip=${ip}',
                          builder.configured_menu_url(conf))
-
-
-class IpxeImageTestCase(base.TestCase):
-
-    def test_rule(self):
-        yes = image.is_ipxe_image
-        self.assertTrue(yes('iso', {'hw_ipxe_boot': True}))
-        self.assertTrue(yes('iso', {'hw_ipxe_boot': 'true'}))
-        self.assertTrue(yes('iso', {'ipxe_boot': 'True'}))
-        self.assertFalse(yes('iso', {'hw_ipxe_boot': 'false',
-                                     'ipxe_boot': 'no'}))
-        self.assertFalse(yes('qcow2', {'hw_ipxe_boot': 'true'}))
-        self.assertFalse(yes('iso', {}))
-        self.assertFalse(yes('iso', None))
-        self.assertFalse(yes('iso', {'hw_ipxe_boot': 'maybe'}))
-
-    def test_failure_policy(self):
-        error = exception.InvalidIso(source='x', reason='y')
-        self.assertRaises(exception.InvalidIso, builder.stock_on_failure,
-                          error, self.conf)
-        self.flags(on_build_failure='stock')
-        self.assertTrue(builder.stock_on_failure(error, self.conf))
-        # Programming errors are never papered over.
-        self.assertRaises(KeyError, builder.stock_on_failure, KeyError('k'),
-                          self.conf)

@@ -19,20 +19,13 @@ write is proven with ``fsck.fat -n``, ``mtype``, ``mdir`` and a read-back.
 import os
 import random
 import re
-import shutil
 import struct
 import subprocess
-import tempfile
-
-import testtools
 
 from nova_ipxe import esp
 from nova_ipxe import exception
-
-# Debian trixie's iPXE efi.img, when someone has unpacked it there; the
-# tests fall back to a mkfs.fat image of the same shape.
-TRIXIE_EFI_IMG = '/tmp/trx/efi.img'
-BOOKWORM_ISO = '/usr/lib/ipxe/ipxe.iso'
+from tests import base
+from tests import samples
 
 _ENV = dict(os.environ, MTOOLS_SKIP_CHECK='1', LC_ALL='C.UTF-8')
 _SUMMARY = re.compile(r'^\S+: (\d+) files, (\d+)/(\d+) clusters$')
@@ -91,12 +84,10 @@ def _start_cluster(data, short):
     return struct.unpack_from('<H', data, _root_entry(data, short) + 26)[0]
 
 
-class EspTestCase(testtools.TestCase):
+class EspTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.tmp = tempfile.mkdtemp(prefix='test_esp.')
-        self.addCleanup(shutil.rmtree, self.tmp)
         self.counter = 0
 
     # -- tools --------------------------------------------------------------
@@ -106,7 +97,8 @@ class EspTestCase(testtools.TestCase):
         return os.path.join(self.tmp, '%d-%s' % (self.counter, name))
 
     def run_tool(self, *argv, check=True):
-        proc = subprocess.run(argv, env=_ENV, capture_output=True)
+        proc = subprocess.run([samples.require_tool(argv[0]), *argv[1:]],
+                              env=_ENV, capture_output=True)
         if check and proc.returncode:
             self.fail('%s failed (%d): %s %s' % (
                 ' '.join(argv), proc.returncode, proc.stdout.decode(),
@@ -156,8 +148,8 @@ class EspTestCase(testtools.TestCase):
 
     def extract_bookworm(self):
         out = self.path('efi.img')
-        self.run_tool('xorriso', '-osirrox', 'on', '-indev', BOOKWORM_ISO,
-                      '-extract', '/efi.img', out)
+        self.run_tool('xorriso', '-osirrox', 'on', '-indev',
+                      samples.bookworm_iso(), '-extract', '/efi.img', out)
         return out
 
     def assert_dir_full(self, data, path):
@@ -441,11 +433,9 @@ class WriteTest(EspTestCase):
 
 
 class TrixieLikeTest(EspTestCase):
-    """Debian trixie's efi.img, or a mkfs.fat image shaped like it."""
+    """A mkfs.fat image shaped like Debian trixie's efi.img."""
 
     def image(self):
-        if os.path.exists(TRIXIE_EFI_IMG):
-            return self.load(TRIXIE_EFI_IMG)
         img = self.mkfs(7808, '-s', '4', '-R', '4')
         self.mmd(img, '/efi', '/efi/boot')
         for arch in ('aa64', 'loongarch64', 'riscv64', 'x64'):
@@ -468,6 +458,13 @@ class TrixieLikeTest(EspTestCase):
             self.assert_written(out, dir_path, 'autoexec.ipxe', script)
             self.assertEqual(x64, esp.FatImage(out).read_file(
                 '/efi/boot/bootx64.efi'))
+
+
+class TrixieTest(TrixieLikeTest):
+    """Debian trixie's own efi.img (from its ipxe.iso), same checks."""
+
+    def image(self):
+        return samples.iso_files(samples.trixie_iso())['/efi.img']
 
 
 class FullTest(EspTestCase):

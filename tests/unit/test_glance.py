@@ -18,10 +18,8 @@ are in tests/functional/test_glance.py."""
 import hashlib
 import io
 import json
-import os
 
 import fixtures
-from oslo_config import cfg
 import requests
 from requests_mock.contrib import fixture as requests_mock
 
@@ -403,17 +401,8 @@ class RecordBoundsTestCase(HttpTestCase):
 
 class ClientFromConfTestCase(base.TestCase):
 
-    def load(self, text):
-        path = os.path.join(self.tmp, 'nova-ipxe.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf = cfg.ConfigOpts()
-        ipxe_conf.register_opts(conf)
-        conf([], default_config_files=[path])
-        return conf
-
     def test_own_group(self):
-        client = glance.client_from_conf(self.load(
+        client = glance.client_from_conf(self.load_conf(
             '[ipxe_glance]\nurl = http://g:9292\nretries = 5\n'
             'download_timeout = 42\n'), token='t')
         self.assertEqual(('http://g:9292', 5, 42, 't'), (
@@ -421,9 +410,9 @@ class ClientFromConfTestCase(base.TestCase):
             client.token))
 
     def test_former_ipxe_names_still_work(self):
-        conf = self.load('[ipxe]\nglance_url = http://old:9292\n'
-                         'glance_ca_file = /etc/ca.pem\nglance_retries = 1\n'
-                         'glance_read_timeout = 7\n')
+        conf = self.load_conf('[ipxe]\nglance_url = http://old:9292\n'
+                              'glance_ca_file = /etc/ca.pem\n'
+                              'glance_retries = 1\nglance_read_timeout = 7\n')
         client = glance.client_from_conf(conf)
         self.assertEqual(('http://old:9292', '/etc/ca.pem', 1, 7), (
             client.endpoint, client.verify, client.retries,

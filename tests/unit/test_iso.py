@@ -13,6 +13,7 @@
 """ISO reading and rebuilding on real iPXE ISOs (no QEMU here: the
 functional tests boot what these tests build)."""
 
+import collections
 import dataclasses
 import io
 import os
@@ -22,16 +23,17 @@ import subprocess
 
 import fixtures
 import hypothesis
+from hypothesis import strategies as st
 import pycdlib
 
 from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import iso
 from tests import base
-from tests import isofactory
+from tests import samples
 
 SCRIPT = b'#!ipxe\necho per-instance\nchain http://192.0.2.1/menu\n'
-boot_iso = isofactory.boot_iso_bytes
+boot_iso = samples.boot_iso_bytes
 
 
 class IsoTestCase(base.TestCase):
@@ -47,7 +49,7 @@ class IsoTestCase(base.TestCase):
         return out, result
 
     def assertBiosScript(self, out, kernel):
-        files = isofactory.iso_files(out)
+        files = samples.iso_files(out)
         cfg = files.get('/isolinux.cfg') or files.get(
             '/isolinux/isolinux.cfg')
         self.assertIn(b' KERNEL %s\n' % kernel.encode(), cfg)
@@ -79,13 +81,13 @@ class IsoTestCase(base.TestCase):
 
     def test_bookworm(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         info = base_iso.describe()
         self.assertEqual('/ipxe.krn', info['bios']['kernel'])
         self.assertEqual('/isolinux.cfg', info['bios']['config'])
         self.assertFalse(info['uefi']['script_injection'])
         self.assertIn('predates autoexec.ipxe', info['uefi']['reason'])
-        out, result = self.build(base.BOOKWORM_ISO)
+        out, result = self.build(samples.bookworm_iso())
         self.assertEqual((True, False), (result.bios, result.uefi))
         self.assertIn('dropping the UEFI boot entry', logger.output)
         files = self.assertBiosScript(out, '/ipxe.krn')
@@ -94,32 +96,32 @@ class IsoTestCase(base.TestCase):
 
     def test_bookworm_uefi_require(self):
         e = self.assertRaises(exception.UefiUnsupported, self.build,
-                              base.BOOKWORM_ISO, uefi='require')
+                              samples.bookworm_iso(), uefi='require')
         self.assertIn('predates autoexec.ipxe', str(e))
         self.assertEqual([], os.listdir(self.tmp))
 
     def test_trixie(self):
-        info = iso.BaseIso.from_path(base.TRIXIE_ISO).describe()
+        info = iso.BaseIso.from_path(samples.trixie_iso()).describe()
         self.assertTrue(info['uefi']['script_injection'])
-        out, result = self.build(base.TRIXIE_ISO)
+        out, result = self.build(samples.trixie_iso())
         self.assertEqual((True, True), (result.bios, result.uefi))
         files = self.assertBiosScript(out, '/ipxe.krn')
         self.assertEfiScript(files['/efi.img'])
         self.assertEqual((True, [0xEF]), self.catalog(out))
         # The loaders are untouched.
         fat = esp.FatImage(files['/efi.img'])
-        source = esp.FatImage(isofactory.iso_files(
-            base.TRIXIE_ISO)['/efi.img'])
+        source = esp.FatImage(samples.iso_files(
+            samples.trixie_iso())['/efi.img'])
         self.assertEqual(source.read_file('/EFI/BOOT/BOOTX64.EFI'),
                          fat.read_file('/EFI/BOOT/BOOTX64.EFI'))
 
     def test_trixie_uefi_off(self):
-        out, result = self.build(base.TRIXIE_ISO, uefi='off')
+        out, result = self.build(samples.trixie_iso(), uefi='off')
         self.assertFalse(result.uefi)
-        self.assertNotIn('/efi.img', isofactory.iso_files(out))
+        self.assertNotIn('/efi.img', samples.iso_files(out))
 
     def test_genfsimg_layout(self):
-        source = isofactory.genfsimg_iso(self.tmp)
+        source = samples.genfsimg_iso(self.tmp)
         info = iso.BaseIso.from_path(source).describe()
         self.assertEqual('/ipxe.lkrn', info['bios']['kernel'])
         self.assertEqual('/esp.img', info['uefi']['boot_image'])
@@ -131,7 +133,7 @@ class IsoTestCase(base.TestCase):
         self.assertEfiScript(files['/esp.img'])
 
     def test_plain_iso9660_names(self):
-        source = isofactory.plain_iso(self.tmp)
+        source = samples.plain_iso(self.tmp)
         base_iso = iso.BaseIso.from_path(source)
         self.assertFalse(base_iso.rock_ridge)
         info = base_iso.describe()
@@ -146,21 +148,21 @@ class IsoTestCase(base.TestCase):
             rebuilt.lookup('/nipxe.ipx'))))
 
     def test_rebuild_own_output(self):
-        out, _ = self.build(base.TRIXIE_ISO)
+        out, _ = self.build(samples.trixie_iso())
         again = os.path.join(self.tmp, 'again.iso')
         iso.BaseIso.from_path(out).build(b'#!ipxe\necho two\n', again)
-        files = isofactory.iso_files(again)
+        files = samples.iso_files(again)
         self.assertEqual(b'#!ipxe\necho two\n', files['/nipxe.ipx'])
         self.assertEqual(1, sum(1 for f in files if 'nipxe' in f))
 
     def test_build_bytes_matches_file(self):
-        base_iso = iso.BaseIso.from_path(base.TRIXIE_ISO)
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
         data, result = base_iso.build_bytes(SCRIPT)
         self.assertTrue(result.uefi)
         path = os.path.join(self.tmp, 'mem.iso')
         with open(path, 'wb') as f:
             f.write(data)
-        self.assertEqual(SCRIPT, isofactory.iso_files(path)['/nipxe.ipx'])
+        self.assertEqual(SCRIPT, samples.iso_files(path)['/nipxe.ipx'])
 
 
 class BadIsoTestCase(base.TestCase):
@@ -187,7 +189,7 @@ class BadIsoTestCase(base.TestCase):
             os.urandom(64 * 1024)), 'not a readable ISO 9660 image')
         # A valid volume descriptor over garbage: pycdlib's own errors
         # become the same typed error.
-        data = bytearray(open(base.BOOKWORM_ISO, 'rb').read())
+        data = bytearray(open(samples.bookworm_iso(), 'rb').read())
         data[17 * 2048:40 * 2048] = os.urandom(23 * 2048)
         self.assertRefused(exception.InvalidIso, self.source(
             bytes(data), 'garbled.iso'), 'is not a usable iPXE ISO')
@@ -197,7 +199,7 @@ class BadIsoTestCase(base.TestCase):
                            'not a readable ISO 9660 image')
 
     def test_truncated(self):
-        data = open(base.TRIXIE_ISO, 'rb').read()
+        data = open(samples.trixie_iso(), 'rb').read()
         e = self.assertRefused(exception.InvalidIso,
                                self.source(data[:len(data) // 2]),
                                'is not a usable iPXE ISO')
@@ -209,48 +211,41 @@ class BadIsoTestCase(base.TestCase):
                            'cannot read it')
 
     def test_no_el_torito(self):
-        path = isofactory.write_iso(os.path.join(self.tmp, 'plain.iso'), {
+        path = samples.write_iso(os.path.join(self.tmp, 'plain.iso'), {
             ('/README.;1', '/README'): b'hello'})
         self.assertRefused(exception.InvalidIso, path, 'no El Torito')
 
     def test_no_ipxe_kernel(self):
-        isolinux, ldlinux, _ = isofactory.bookworm_parts()
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
-                b'DEFAULT linux\nLABEL linux\n KERNEL vmlinuz\n',
-            ('/VMLINUZ.;1', '/vmlinuz'): b'\0' * 0x202 + b'HdrS' + b'\0' * 99,
-        }, bios='/ISOLINUX.BIN;1')
+        path = samples.isolinux_iso(
+            os.path.join(self.tmp, 'x.iso'),
+            b'DEFAULT linux\nLABEL linux\n KERNEL vmlinuz\n', {
+                ('/VMLINUZ.;1', '/vmlinuz'):
+                    b'\0' * 0x202 + b'HdrS' + b'\0' * 99})
         self.assertRefused(exception.InvalidIso, path,
                            'is not an iPXE kernel')
 
     def test_kernel_not_on_iso(self):
-        isolinux, ldlinux, _ = isofactory.bookworm_parts()
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'):
-                b'DEFAULT ipxe\nLABEL ipxe\n KERNEL ../../etc/passwd\n',
-        }, bios='/ISOLINUX.BIN;1')
+        path = samples.isolinux_iso(
+            os.path.join(self.tmp, 'x.iso'),
+            b'DEFAULT ipxe\nLABEL ipxe\n KERNEL ../../etc/passwd\n')
         self.assertRefused(exception.InvalidIso, path, 'not on the ISO')
 
     def test_bios_image_not_isolinux(self):
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
+        path = samples.write_iso(os.path.join(self.tmp, 'x.iso'), {
             ('/BOOT.IMG;1', '/boot.img'): b'\xeb' * 2048,
         }, bios='/BOOT.IMG;1')
         self.assertRefused(exception.InvalidIso, path, 'is not ISOLINUX')
 
     def test_too_large(self):
-        e = self.assertRefused(exception.IsoTooLarge, base.TRIXIE_ISO,
+        e = self.assertRefused(exception.IsoTooLarge, samples.trixie_iso(),
                                'more than [ipxe] max_iso_size',
                                max_size=1024 * 1024)
         self.assertIn('9437184 bytes', str(e))
 
     def test_efi_image_full(self):
-        isolinux, ldlinux, files = isofactory.bookworm_parts()
-        loader = isofactory.trixie_file('ipxe.efi')
-        esp_path = isofactory.fat_image(
+        _, _, files = samples.bookworm_parts()
+        loader = samples.trixie_file('ipxe.efi')
+        esp_path = samples.fat_image(
             os.path.join(self.tmp, 'full.img'),
             {'/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=1000)
         # Fill every free cluster.
@@ -267,13 +262,11 @@ class BadIsoTestCase(base.TestCase):
                 break
             size -= 2048
         self.assertTrue(free.stdout)
-        path = isofactory.write_iso(os.path.join(self.tmp, 'x.iso'), {
-            ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
-            ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
-            ('/ISOLINUX.CFG;1', '/isolinux.cfg'): files['/isolinux.cfg'],
-            ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
-            ('/EFI.IMG;1', '/efi.img'): open(esp_path, 'rb').read(),
-        }, bios='/ISOLINUX.BIN;1', efi='/EFI.IMG;1')
+        path = samples.isolinux_iso(
+            os.path.join(self.tmp, 'x.iso'), files['/isolinux.cfg'], {
+                ('/IPXE.KRN;1', '/ipxe.krn'): files['/ipxe.krn'],
+                ('/EFI.IMG;1', '/efi.img'): open(esp_path, 'rb').read(),
+            }, efi='/EFI.IMG;1')
         self.assertRefused(exception.EfiImageFull, path, 'has no room for '
                            'autoexec.ipxe')
 
@@ -287,8 +280,8 @@ class BadIsoTestCase(base.TestCase):
             raise OSError(28, 'No space left on device')
         self.useFixture(fixtures.MonkeyPatch(
             'pycdlib.PyCdlib.write_fp', fail))
-        e = self.assertRaises(exception.IsoBuildFailed,
-                              iso.BaseIso.from_path(base.BOOKWORM_ISO).build,
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
+        e = self.assertRaises(exception.IsoBuildFailed, base_iso.build,
                               SCRIPT, out)
         self.assertIn('No space left on device', str(e))
         self.assertEqual(['new.iso'], os.listdir(self.tmp))
@@ -297,7 +290,7 @@ class BadIsoTestCase(base.TestCase):
     def test_output_directory_missing(self):
         e = self.assertRaises(
             exception.IsoBuildFailed,
-            iso.BaseIso.from_path(base.BOOKWORM_ISO).build, SCRIPT,
+            iso.BaseIso.from_path(samples.bookworm_iso()).build, SCRIPT,
             os.path.join(self.tmp, 'missing', 'new.iso'))
         self.assertIn('No such file or directory', str(e))
 
@@ -309,7 +302,7 @@ class BootInfoChecksumTestCase(base.TestCase):
         # sum must stay identical, padding of a partial sector included.
         self.assertIs(iso._boot_info_table_csum, iso._Cdlib.__dict__[
             '_calculate_eltorito_boot_info_table_csum'])
-        isolinux, _, _ = isofactory.bookworm_parts()
+        isolinux, _, _ = samples.bookworm_parts()
 
         class Fake:
             logical_block_size = 2048
@@ -329,7 +322,7 @@ class BootInfoChecksumTestCase(base.TestCase):
     def test_plain_pycdlib_untouched(self):
         # A build happens first: nothing it does may change pycdlib for
         # the other users of the process (nova-compute).
-        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        iso.BaseIso.from_path(samples.bookworm_iso()).build_bytes(SCRIPT)
         method = pycdlib.PyCdlib.__dict__[
             '_calculate_eltorito_boot_info_table_csum']
         self.assertEqual('pycdlib.pycdlib', method.__module__)
@@ -337,7 +330,7 @@ class BootInfoChecksumTestCase(base.TestCase):
         self.assertNotIn('_calculate_eltorito_boot_info_table_csum',
                          vars(pycdlib.pycdlib.PyCdlib).get('__slots__', ()))
         # And a plain pycdlib writes the same boot info table as ours.
-        isolinux, _, _ = isofactory.bookworm_parts()
+        isolinux, _, _ = samples.bookworm_parts()
         images = []
         for cls in (pycdlib.PyCdlib, iso._Cdlib):
             new = cls()
@@ -385,7 +378,7 @@ class MutatedIsoTestCase(base.TestCase):
 
     def source(self):
         if not hasattr(type(self), '_source'):
-            with open(base.BOOKWORM_ISO, 'rb') as f:
+            with open(samples.bookworm_iso(), 'rb') as f:
                 type(self)._source = f.read()
         return self._source
 
@@ -423,8 +416,8 @@ class HostileIsoTestCase(base.TestCase):
             new.add_fp(io.BytesIO(b'a' * 5000), 5000, '/A.;1', rr_name='a')
             new.add_fp(io.BytesIO(b'b' * 5000), 5000, '/B.;1', rr_name='b')
         data = bytearray(boot_iso(two))
-        a, = isofactory.record_offsets(data, b'A.;1')
-        b, = isofactory.record_offsets(data, b'B.;1')
+        a, = samples.record_offsets(data, b'A.;1')
+        b, = samples.record_offsets(data, b'B.;1')
         extent = int.from_bytes(data[a + 2:a + 6], 'little')
         # B starts one sector into A, with A's length: a partial overlap.
         data[b + 2:b + 10] = (extent + 1).to_bytes(4, 'little') + (
@@ -433,7 +426,7 @@ class HostileIsoTestCase(base.TestCase):
 
     def test_extent_beyond_volume(self):
         data = bytearray(boot_iso())
-        r = isofactory.record_offsets(data, b'LDLINUX.C32;1')[0]
+        r = samples.record_offsets(data, b'LDLINUX.C32;1')[0]
         data[r + 2:r + 10] = (0xFFFFF0).to_bytes(4, 'little') + (
             0xFFFFF0).to_bytes(4, 'big')
         self.assertInvalid(bytes(data), 'outside the volume')
@@ -467,14 +460,14 @@ class HostileIsoTestCase(base.TestCase):
         def sub(new):
             new.add_directory('/SUB', rr_name='sub', joliet_path='/sub')
         data = bytearray(boot_iso(sub))
-        r = isofactory.record_offsets(data, b'SUB')[0]
+        r = samples.record_offsets(data, b'SUB')[0]
         root = data[16 * 2048 + 156 + 2:16 * 2048 + 156 + 10]
         data[r + 2:r + 10] = root   # /SUB is the root again
         self.assertInvalid(bytes(data), 'appears twice')
 
     def test_rock_ridge_continuation_bounded(self):
         data = bytearray(boot_iso())
-        r = isofactory.record_offsets(data, b'LDLINUX.C32;1')[0]
+        r = samples.record_offsets(data, b'LDLINUX.C32;1')[0]
         su = r + 33 + len(b'LDLINUX.C32;1') + 1
 
         def ce(block, offset, length):
@@ -500,7 +493,8 @@ class HostileIsoTestCase(base.TestCase):
         self.assertInvalid(bytes(data), 'boot catalog does not end')
 
     def test_gpt_partition_count_bounded(self):
-        out, _ = iso.BaseIso.from_path(base.TRIXIE_ISO).build_bytes(SCRIPT)
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        out, _ = base_iso.build_bytes(SCRIPT)
         data = bytearray(out)
         self.assertEqual(b'EFI PART', data[512:520])   # isohybrid, UEFI
         backup = int.from_bytes(data[544:552], 'little') * 512
@@ -541,8 +535,8 @@ class HostileIsoTestCase(base.TestCase):
             return real(fd, limit, *args)
         self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso._read_at_most',
                                              spy))
-        limit = os.path.getsize(base.BOOKWORM_ISO) + 10
-        iso.BaseIso.from_path(base.BOOKWORM_ISO, max_size=limit)
+        limit = os.path.getsize(samples.bookworm_iso()) + 10
+        iso.BaseIso.from_path(samples.bookworm_iso(), max_size=limit)
         self.assertEqual([limit + 1], calls)
         # A file that grows after the size check is cut at max_size + 1.
         path = os.path.join(self.tmp, 'big')
@@ -602,8 +596,8 @@ class HostileIsoTestCase(base.TestCase):
         self.assertInvalid(boot_iso(sub), 'the name of the script')
 
     def test_efi_image_over_32_mib(self):
-        loader = isofactory.trixie_file('ipxe.efi')
-        img = isofactory.fat_image(os.path.join(self.tmp, 'big.img'), {
+        loader = samples.trixie_file('ipxe.efi')
+        img = samples.fat_image(os.path.join(self.tmp, 'big.img'), {
             '/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=34000, fat_bits=32)
         with open(img, 'rb') as f:
             efi = f.read()
@@ -619,7 +613,7 @@ class HostileIsoTestCase(base.TestCase):
         self.assertLess(len(out), 2 * 2 ** 20)  # the EFI image is dropped
 
     def test_output_bounded_while_writing(self):
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         self.useFixture(fixtures.MonkeyPatch(
             'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
         out = os.path.join(self.tmp, 'out.iso')
@@ -627,7 +621,7 @@ class HostileIsoTestCase(base.TestCase):
         self.assertEqual([], os.listdir(self.tmp))
 
     def test_pycdlib_failure_while_rebuilding_is_typed(self):
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         out = os.path.join(self.tmp, 'out.iso')
         for method in ('add_fp', 'write_fp'):
             def trip(*args, **kwargs):
@@ -643,7 +637,7 @@ class HostileIsoTestCase(base.TestCase):
 class ImmutableBaseTestCase(base.TestCase):
 
     def test_layout_is_frozen(self):
-        base_iso = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         self.assertRaises(AttributeError, setattr, base_iso, 'efi', None)
         self.assertRaises(AttributeError, setattr, base_iso, 'new', 1)
         self.assertRaises(AttributeError, delattr, base_iso, 'layout')
@@ -655,9 +649,163 @@ class ImmutableBaseTestCase(base.TestCase):
 
     def test_uefi_warning_once_per_base(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        first = iso.BaseIso.from_path(base.BOOKWORM_ISO)
+        first = iso.BaseIso.from_path(samples.bookworm_iso())
         for _ in range(3):
             first.build_bytes(SCRIPT)
         self.assertEqual(1, logger.output.count('dropping the UEFI boot'))
-        iso.BaseIso.from_path(base.BOOKWORM_ISO).build_bytes(SCRIPT)
+        iso.BaseIso.from_path(samples.bookworm_iso()).build_bytes(SCRIPT)
         self.assertEqual(2, logger.output.count('dropping the UEFI boot'))
+
+
+# --------------------------------------------------------------------------
+# Property test of the ISO parser on generated hostile ISOs.
+#
+# Each example is a real iPXE ISO (bookworm's boot files) made with
+# pycdlib, with extra files, hard links, directories and hostile names,
+# and some of its metadata bytes overwritten.  Whatever the input, the
+# parser ends in a typed error or a build whose output carries the script
+# and is no larger than the source plus the script.  The test counts how
+# far each example got, and demands that enough of them reached the deep
+# stages: a fuzz that mostly fails early proves little.
+
+STAGES = ('structure checked', 'parsed by pycdlib', 'layout read', 'built')
+
+names = st.text(st.characters(codec='utf-8', exclude_characters='/\0'),
+                min_size=1, max_size=40)
+extra_file = st.tuples(names, st.integers(0, 5000),
+                       st.one_of(st.none(), st.integers(0, 30)))
+REGIONS = ('descriptors', 'directories', 'records', 'catalog', 'any')
+mutation = st.tuples(st.sampled_from(REGIONS), st.integers(0, 2 ** 20),
+                     st.binary(min_size=1, max_size=8))
+
+
+def _make(rock_ridge, files, depth, with_efi):
+    """(bytes, sectors holding directory records) of one example ISO."""
+    stock = _stock_files()
+
+    def extra(new):
+        paths = []
+        parent = ''
+        for level in range(depth):
+            parent += '/D%d' % level
+            new.add_directory(parent, **(
+                {'rr_name': 'd%d' % level, 'joliet_path': parent.lower()}
+                if rock_ridge else {}))
+        for i, (name, size, link) in enumerate(files):
+            path = '%s/F%03d.;1' % (parent if i % 2 else '', i)
+            kw = {'rr_name': name} if rock_ridge else {}
+            if link is not None and paths:
+                new.add_hard_link(iso_old_path=paths[link % len(paths)],
+                                  iso_new_path=path, **kw)
+                continue
+            data = bytes([i % 251]) * size
+            new.add_fp(io.BytesIO(data), size, path, **kw)
+            paths.append(path)
+    efi = stock['/efi.img'] if with_efi else None
+    return samples.boot_iso_bytes(extra, rock_ridge=rock_ridge, efi=efi)
+
+
+def _stock_files(cache=[]):
+    if not cache:
+        cache.append(samples.bookworm_parts()[2])
+    return cache[0]
+
+
+def _mutate(data, mutations):
+    data = bytearray(data)
+    root = int.from_bytes(data[16 * 2048 + 158:16 * 2048 + 162], 'little')
+    catalog = int.from_bytes(data[17 * 2048 + 71:17 * 2048 + 75], 'little')
+    for region, at, junk in mutations:
+        if region == 'descriptors':
+            start, size = 16 * 2048, 4 * 2048
+        elif region == 'directories':
+            start, size = root * 2048, 4 * 2048
+        elif region == 'records':
+            # The numbers of one root directory record: extent, length,
+            # flags, name length.
+            records = _records(data, root)
+            start = records[at % len(records)]
+            at, size = at // len(records), 33
+        elif region == 'catalog':
+            start, size = catalog * 2048, 256
+        else:
+            start, size = 0, len(data)
+        at = start + at % size
+        data[at:at + len(junk)] = junk
+    return bytes(data)
+
+
+def _records(data, extent):
+    """Offsets of the records of the directory at ``extent``."""
+    start = extent * 2048
+    offsets = []
+    at = start
+    while at < start + 2048 and data[at]:
+        offsets.append(at)
+        at += data[at]
+    return offsets or [start]
+
+
+class IsoParserPropertyTestCase(base.TestCase):
+
+    def test_hostile_isos_end_typed_or_bounded(self):
+        reached = collections.Counter()
+
+        @hypothesis.settings(max_examples=150, deadline=None, database=None,
+                             derandomize=True,
+                             suppress_health_check=list(
+                                 hypothesis.HealthCheck))
+        @hypothesis.given(
+            rock_ridge=st.booleans(),
+            files=st.lists(extra_file, max_size=12),
+            depth=st.integers(0, 3),
+            with_efi=st.booleans(),
+            mutations=st.one_of(st.just([]),
+                                st.lists(mutation, min_size=1, max_size=3)))
+        def one(rock_ridge, files, depth, with_efi, mutations):
+            try:
+                source = _make(rock_ridge, files, depth, with_efi)
+            except pycdlib.pycdlibexception.PyCdlibException:
+                hypothesis.assume(False)   # a name pycdlib cannot write
+            data = _mutate(source, mutations)
+            reached['examples'] += 1
+            try:
+                iso.check_structure(memoryview(data), 'fuzz.iso')
+                reached['structure checked'] += 1
+                cdlib = pycdlib.PyCdlib()
+                try:
+                    cdlib.open_fp(io.BytesIO(data))
+                    reached['parsed by pycdlib'] += 1
+                    cdlib.close()
+                except Exception:
+                    pass    # BaseIso must turn this into InvalidIso
+                parsed = iso.BaseIso(data, 'fuzz.iso')
+                reached['layout read'] += 1
+                out, result = parsed.build_bytes(SCRIPT)
+            except exception.NovaIpxeError as e:
+                self.assertNotIn('\n', str(e))
+                self.assertIn(e.category, exception.CATEGORIES)
+                return
+            self.assertLessEqual(len(out), parsed.output_limit(SCRIPT))
+            rebuilt = iso.BaseIso(out, 'rebuilt.iso')
+            self.assertEqual(SCRIPT, bytes(rebuilt.file_bytes(
+                rebuilt.lookup('/nipxe.ipx'))))
+            reached['built'] += 1
+
+        one()
+        total = reached['examples']
+        report = ', '.join('%s %d' % (s, reached[s]) for s in STAGES)
+        self.addDetail('stages', _text('%d examples: %s' % (total, report)))
+        self.assertGreater(total, 100)
+        # The deep stages must see a fair share of the examples.
+        self.assertGreaterEqual(reached['parsed by pycdlib'], total * 0.5,
+                                report)
+        self.assertGreaterEqual(reached['layout read'], total * 0.4, report)
+        self.assertGreaterEqual(reached['built'], total * 0.3, report)
+        # And the early stages must refuse some: the mutations do bite.
+        self.assertLess(reached['built'], total, report)
+
+
+def _text(text):
+    from testtools import content
+    return content.text_content(text)

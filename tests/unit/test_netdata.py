@@ -27,32 +27,8 @@ from nova_ipxe import exception
 from nova_ipxe import netdata
 from nova_ipxe import script
 from tests import base
+from tests import samples
 from tests.unit import ipxe_syntax
-
-NET_A = '3f2a6c1e-0b7d-4c8e-9f1a-2b3c4d5e6f70'
-NET_B = '9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b'
-
-
-def two_nics():
-    """What Nova emits for a DHCP-enabled port then a static one."""
-    return {
-        'links': [
-            {'id': 'tapaaaaaaaa-aa', 'vif_id': 'a', 'type': 'phy',
-             'ethernet_mac_address': 'FA:16:3E:00:00:0A', 'mtu': None},
-            {'id': 'tapbbbbbbbb-bb', 'vif_id': 'b', 'type': 'bridge',
-             'ethernet_mac_address': 'fa:16:3e:00:00:0b', 'mtu': 1500},
-        ],
-        'networks': [
-            {'id': 'network0', 'type': 'ipv4_dhcp',
-             'link': 'tapaaaaaaaa-aa', 'network_id': NET_A},
-            {'id': 'network1', 'type': 'ipv4', 'link': 'tapbbbbbbbb-bb',
-             'ip_address': '198.51.100.7', 'netmask': '255.255.255.0',
-             'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
-                         'gateway': '198.51.100.1'}],
-             'network_id': NET_B, 'services': []},
-        ],
-        'services': [{'type': 'dns', 'address': '198.51.100.53'}],
-    }
 
 
 class ParseTestCase(base.TestCase):
@@ -73,7 +49,7 @@ class ParseTestCase(base.TestCase):
         self.assertFalse(nic.dhcp4)
 
     def test_dhcp_network_has_no_address(self):
-        config = netdata.parse(two_nics())
+        config = netdata.parse(samples.two_nics())
         dhcp, static = config.nics
         self.assertTrue(dhcp.dhcp4)
         self.assertIsNone(dhcp.ipv4)
@@ -155,12 +131,12 @@ class InvalidTestCase(base.TestCase):
         self.assertInvalid(data, 'links[0].ethernet_mac_address')
 
     def test_duplicate_mac(self):
-        data = two_nics()
+        data = samples.two_nics()
         data['links'][1]['ethernet_mac_address'] = 'fa:16:3e:00:00:0a'
         self.assertInvalid(data, 'links[1].ethernet_mac_address')
 
     def test_duplicate_link_id(self):
-        data = two_nics()
+        data = samples.two_nics()
         data['links'][1]['id'] = data['links'][0]['id']
         self.assertInvalid(data, 'links[1].id')
 
@@ -221,12 +197,12 @@ class InvalidTestCase(base.TestCase):
 class MenuNicTestCase(base.TestCase):
 
     def test_default_route_wins_over_order(self):
-        config = netdata.parse(two_nics())
+        config = netdata.parse(samples.two_nics())
         self.assertEqual('fa:16:3e:00:00:0b',
                          netdata.select_menu_nic(config).mac)
 
     def test_ipv6_default_route_when_no_ipv4_one(self):
-        data = two_nics()
+        data = samples.two_nics()
         data['networks'][1]['routes'] = []
         data['networks'].append({
             'id': 'network2', 'type': 'ipv6_slaac', 'link': 'tapbbbbbbbb-bb',
@@ -237,27 +213,28 @@ class MenuNicTestCase(base.TestCase):
                          netdata.select_menu_nic(netdata.parse(data)).mac)
 
     def test_dhcp_nic_when_nothing_else_routes(self):
-        data = two_nics()
+        data = samples.two_nics()
         data['networks'][1]['routes'] = []
         self.assertEqual('fa:16:3e:00:00:0a',
                          netdata.select_menu_nic(netdata.parse(data)).mac)
 
     def test_menu_network_by_uuid_and_name(self):
-        config = netdata.parse(two_nics(), network_names={NET_A: 'boot'})
+        config = netdata.parse(samples.two_nics(),
+                               network_names={samples.NET_A: 'boot'})
         self.assertEqual('fa:16:3e:00:00:0a',
-                         netdata.select_menu_nic(config, NET_A).mac)
+                         netdata.select_menu_nic(config, samples.NET_A).mac)
         self.assertEqual('fa:16:3e:00:00:0a',
                          netdata.select_menu_nic(config, 'boot').mac)
 
     def test_menu_network_missing(self):
-        config = netdata.parse(two_nics())
+        config = netdata.parse(samples.two_nics())
         e = self.assertRaises(exception.MenuNetworkNotFound,
                               netdata.select_menu_nic, config, 'provision')
         self.assertIn("'provision'", str(e))
-        self.assertIn(NET_A, str(e))
+        self.assertIn(samples.NET_A, str(e))
 
     def test_no_usable_nic(self):
-        data = two_nics()
+        data = samples.two_nics()
         data['networks'] = []
         self.assertRaises(exception.NoUsableNic, netdata.select_menu_nic,
                           netdata.parse(data))
@@ -480,7 +457,7 @@ def _nested(depth):
     return value
 
 
-DEMO_PATHS = list(_paths(base.demo_network_data()))[1:]
+DEMO_PATHS = list(_paths(samples.network_data()))[1:]
 fuzz_values = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(),
     st.integers(min_value=10 ** 30), st.text(max_size=30),

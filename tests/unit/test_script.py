@@ -10,17 +10,23 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import collections
 import ipaddress
+import sys
 import urllib.parse
 import uuid
+
+import hypothesis
+from hypothesis import strategies as st
+from testtools import content
 
 from nova_ipxe import builder
 from nova_ipxe import exception
 from nova_ipxe import netdata
 from nova_ipxe import script
 from tests import base
+from tests import samples
 from tests.unit import ipxe_syntax
-from tests.unit import test_netdata
 
 UUID = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f'
 
@@ -88,7 +94,7 @@ class ScriptTestCase(base.TestCase):
                          self.chain_url(self.render().text))
 
     def test_dhcp_nic_identity_ip_expands_at_boot(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][1]['routes'] = []
         text = self.render(data).text
         self.assertEqual([('dhcp', '${nipxe-nic0}')],
@@ -97,11 +103,11 @@ class ScriptTestCase(base.TestCase):
         self.assertTrue(self.chain_url(text).endswith('&ip=${ip}'))
 
     def test_two_nics_menu_nic_in_standard_settings(self):
-        data = test_netdata.two_nics()
+        data = samples.two_nics()
         data['networks'][0] = {
             'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
             'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
-            'network_id': test_netdata.NET_A}
+            'network_id': samples.NET_A}
         text = self.render(data).text
         sets = ipxe_syntax.command_lines(text, 'set')
         self.assertIn(('set', '${nipxe-nic0}/ip', '203.0.113.9'), sets)
@@ -207,3 +213,222 @@ class CanonicalIdentityTestCase(base.TestCase):
             netdata.NetworkConfig(nics=nics), 'http://b/m', nics[0])
         self.assertIn('longer than %d bytes' % script.MAX_SCRIPT_BYTES,
                       str(e))
+
+
+# --------------------------------------------------------------------------
+# Property tests: no value from outside the template can add, end or
+# comment out an iPXE command.
+#
+# Each test renders a script with one hostile value in place of a benign
+# one.  The value must either be refused with a typed error, or the script
+# must have exactly the command structure of the benign rendering (same
+# commands, argument counts, operators, labels and setting expansions).
+#
+# A property that mostly hits early validation proves little about the
+# template, so each test counts how many examples were rendered and how
+# many refused, attaches the counts (and writes them to standard error),
+# and requires a share of them to reach rendering: the strategies mix
+# near-valid values (which render) with hostile ones.
+
+NASTY = ['\n', '\r', '\t', ' ', '#', ':', '\\', '${', '}', '||', '&&',
+         ';', '${ip}', '$', '%', '%0a', '\x00', '\x7f', '\u2028', '\u00a0',
+         'shell', 'goto menu_done', ':menu_done', 'é', '"', "'", '?', '&']
+
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    # URL-shaped noise: brackets, ports, escapes, settings, comments.
+    st.text(alphabet='htps:/[]@%#?&=${}.0129 \n\\', max_size=30),
+    st.just('http://').flatmap(lambda p: st.text(
+        alphabet='[]:@%$.{}#0129az', max_size=20).map(lambda t: p + t)),
+    st.lists(st.sampled_from(NASTY) | st.text(
+        alphabet='abc019.:-/', max_size=6), max_size=8).map(''.join))
+hostile_json = st.one_of(hostile_text, st.integers(), st.none(),
+                         st.booleans(), st.lists(st.integers(), max_size=2),
+                         st.floats(allow_nan=False))
+
+
+def _case_variants(values):
+    """Values as given and with ASCII upper case (which is accepted)."""
+    return values.flatmap(lambda v: st.sampled_from([v, v.upper()]))
+
+
+def _inject(values):
+    """A valid value with one hostile piece spliced in."""
+    return st.tuples(values, st.sampled_from(NASTY), st.integers(0, 40)).map(
+        lambda t: str(t[0])[:t[2]] + t[1] + str(t[0])[t[2]:])
+
+
+hostnames = _case_variants(st.from_regex(
+    r'\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,8}'
+    r'[a-z0-9])?){0,3}\Z'))
+uuids = _case_variants(st.uuids().map(str))
+macs = _case_variants(st.binary(min_size=6, max_size=6).map(
+    lambda b: ':'.join('%02x' % c for c in bytes([b[0] & 0xfe]) + b[1:])))
+ipv4 = st.ip_addresses(v=4).map(str)
+ipv6 = st.ip_addresses(v=6).map(str)
+
+
+def near_valid(values, hostile=hostile_text):
+    """Six tenths valid values, two with a hostile piece, two hostile.
+
+    Weighted explicitly: st.one_of() flattens nested one_of()s, which
+    would let the many hostile branches crowd the valid ones out.
+    """
+    return st.integers(0, 9).flatmap(
+        lambda n: values if n < 6 else _inject(values) if n < 8
+        else hostile)
+
+
+SETTINGS = hypothesis.settings(max_examples=150, deadline=None,
+                               suppress_health_check=list(
+                                   hypothesis.HealthCheck))
+# At least this share of examples must be rendered, not refused early.
+MIN_RENDERED = 0.25
+
+
+class HostileValueTestCase(base.TestCase):
+
+    def render(self, network_data=None, **kw):
+        kw.setdefault('uuid', '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f')
+        kw.setdefault('hostname', 'demo-1')
+        return builder.render_script(builder.Instance(
+            network_data=network_data or self.network_data(), **kw),
+            self.conf).text
+
+    def setUp(self):
+        super().setUp()
+        self.counts = collections.Counter()
+
+    def run_property(self, prop, min_rendered=MIN_RENDERED):
+        """Run a @given property, then check how far its examples got."""
+        prop()
+        total = self.counts['rendered'] + self.counts['refused']
+        summary = '%s: %d examples rendered, %d refused with a typed error' % (
+            self.id().rsplit('.', 1)[-1], self.counts['rendered'],
+            self.counts['refused'])
+        self.addDetail('property-counts', content.text_content(summary))
+        sys.stderr.write(summary + '\n')
+        self.assertGreater(total, 0)
+        self.assertGreaterEqual(self.counts['rendered'] / total,
+                                min_rendered, summary)
+
+    def assertSameShape(self, benign, **kw):
+        try:
+            text = self.render(**kw)
+        except exception.NovaIpxeError as e:
+            self.counts['refused'] += 1
+            self.assertNotIn('\n', str(e))
+            self.assertNotIn('\n', e.safe_message)
+            return  # refused with a typed error: fine
+        self.counts['rendered'] += 1
+        self.assertEqual(ipxe_syntax.skeleton(benign),
+                         ipxe_syntax.skeleton(text))
+        self.assertFalse([c for c in text if ord(c) < 0x20 and c != '\n'])
+        self.assertTrue(text.isascii())
+
+    @hypothesis.given(value=near_valid(hostnames))
+    @SETTINGS
+    def _hostname(self, value):
+        self.assertSameShape(self.render(), hostname=value)
+
+    def test_hostname(self):
+        self.run_property(self._hostname)
+
+    @hypothesis.given(value=near_valid(uuids))
+    @SETTINGS
+    def _instance_uuid(self, value):
+        self.assertSameShape(self.render(), uuid=value)
+
+    def test_instance_uuid(self):
+        self.run_property(self._instance_uuid)
+
+    @hypothesis.given(value=hostile_text)
+    @SETTINGS
+    def _tenant_menu_url(self, value):
+        benign = self.render(server_metadata={
+            'ipxe_boot_menu_url': 'http://tenant.example/menu'})
+        for url in (value, 'http://tenant.example/' + value,
+                    'https://tenant.example/m?q=' + value):
+            self.assertSameShape(
+                benign, server_metadata={'ipxe_boot_menu_url': url})
+            self.assertSameShape(
+                benign, image_properties={'ipxe_boot_menu_url': url})
+
+    def test_tenant_menu_url(self):
+        self.run_property(self._tenant_menu_url)
+
+    @hypothesis.given(value=near_valid(st.from_regex(
+        r'\A[a-z0-9/._~-]{0,20}(\?[a-z0-9=&]{0,10})?\Z')))
+    @SETTINGS
+    def _operator_menu_url(self, value):
+        # Examples share one test instance: reset before each one.
+        self.flags(boot_menu_url='http://boot.example/menu')
+        benign = ipxe_syntax.skeleton(self.render())
+        self.flags(boot_menu_url='http://boot.example/' + value)
+        try:
+            text = self.render()
+        except exception.NovaIpxeError:
+            self.counts['refused'] += 1
+            return
+        self.counts['rendered'] += 1
+        # An operator may use ${...} in the URL: compare all but those.
+        strip = [s[:4] for s in ipxe_syntax.skeleton(text)]
+        self.assertEqual([s[:4] for s in benign], strip)
+
+    def test_operator_menu_url(self):
+        self.run_property(self._operator_menu_url)
+
+    # Per field: near-valid values of its kind, and hostile JSON.
+    FIELDS = {
+        ('links', 0, 'ethernet_mac_address'): macs,
+        ('links', 0, 'id'): st.text(max_size=20),
+        ('links', 0, 'type'): st.sampled_from(
+            ['phy', 'ovs', 'bridge', 'tap', 'vhostuser', 'hw_veb']),
+        ('networks', 0, 'ip_address'): ipv4,
+        ('networks', 0, 'network_id'): st.text(max_size=40),
+        ('networks', 0, 'id'): st.text(max_size=40),
+        ('networks', 1, 'ip_address'): ipv6,
+        ('services', 0, 'address'): ipv4 | ipv6,
+        ('services', 1, 'address'): ipv4 | ipv6,
+    }
+
+    @hypothesis.given(
+        field_value=st.sampled_from(sorted(FIELDS)).flatmap(
+            lambda f: st.tuples(st.just(f), near_valid(
+                HostileValueTestCase.FIELDS[f], hostile_json))))
+    @SETTINGS
+    def _network_data_values(self, field_value):
+        field, value = field_value
+        data = self.network_data()
+        section, index, key = field
+        data[section][index][key] = value
+        if key == 'id' and section == 'links':
+            data['networks'][0]['link'] = value
+            data['networks'][1]['link'] = value
+        if key == 'type' and value in ('vlan', 'bond'):
+            return  # a skipped link legitimately changes the script
+        self.assertSameShape(self.render(), network_data=data)
+
+    def test_network_data_values(self):
+        self.run_property(self._network_data_values)
+
+    @hypothesis.given(value=near_valid(ipv4, hostile_json))
+    @SETTINGS
+    def _route_gateway(self, value):
+        data = self.network_data()
+        data['networks'][0]['routes'][0]['gateway'] = value
+        self.assertSameShape(self.render(), network_data=data)
+
+    def test_route_gateway(self):
+        self.run_property(self._route_gateway)
+
+    @hypothesis.given(value=near_valid(st.integers(68, 65535),
+                                       st.integers() | hostile_text))
+    @SETTINGS
+    def _mtu(self, value):
+        data = self.network_data()
+        data['links'][0]['mtu'] = value
+        self.assertSameShape(self.render(), network_data=data)
+
+    def test_mtu(self):
+        self.run_property(self._mtu)

@@ -16,7 +16,7 @@ Needs ``.venv-glance`` (``tools/install-glance.sh``) and Debian's ``ipxe``;
 a missing one is an error, not a skip.  Start-up times are attached to each
 test as the ``timings`` detail.
 
-Run: ``python -m testtools.run tests.functional.test_glancelab``.
+Run: ``python -m testtools.run tests.labs.test_glancelab``.
 """
 
 import hashlib
@@ -26,22 +26,14 @@ import time
 
 import fixtures
 import requests
-import testtools
 from testtools import content
 
+from tests import base
+from tests import samples
 from tools import glancelab
 
-IPXE_ISO = '/usr/lib/ipxe/ipxe.iso'
 
-
-def check_iso():
-    if not os.path.isfile(IPXE_ISO):
-        raise glancelab.PrerequisiteError(
-            '%s is missing; apt-get install --no-install-recommends ipxe' %
-            IPXE_ISO)
-
-
-class GlanceLabTest(testtools.TestCase):
+class GlanceLabTest(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -61,12 +53,12 @@ class GlanceLabTest(testtools.TestCase):
         return glance
 
     def test_upload_record_download(self):
-        check_iso()
+        iso = samples.bookworm_iso()
         glance = self.start()
-        with open(IPXE_ISO, 'rb') as f:
+        with open(iso, 'rb') as f:
             data = f.read()
         image_id = glance.create_image(
-            'ipxe-boot', IPXE_ISO, properties={'hw_ipxe_boot': 'true'})
+            'ipxe-boot', iso, properties={'hw_ipxe_boot': 'true'})
 
         record = glance.image(image_id)
         self.assertEqual('active', record['status'])
@@ -91,9 +83,9 @@ class GlanceLabTest(testtools.TestCase):
         self.assertEqual(1, glance.download_count(image_id))
 
     def test_upload_bytes(self):
-        check_iso()
+        iso = samples.bookworm_iso()
         glance = self.start()
-        with open(IPXE_ISO, 'rb') as f:
+        with open(iso, 'rb') as f:
             data = f.read()
         image_id = glance.create_image('from-bytes', data)
         self.assertEqual(hashlib.sha512(data).hexdigest(),

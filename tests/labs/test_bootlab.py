@@ -10,13 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Functional tests of the boot lab (tools/bootlab.py) with real QEMU.
+"""Functional tests of the boot lab (tools/bootlab/) with real QEMU.
 
 Each test boots stock Debian iPXE (``/boot/ipxe.lkrn`` with an ``#!ipxe``
 initrd, or ``/usr/lib/ipxe/ipxe.iso``) under TCG on a private network
 namespace with no DHCP server.  Missing packages are an error, not a skip.
 
-Run: ``python -m testtools.run tests.functional.test_bootlab`` (as root).
+Run: ``python -m testtools.run tests.labs.test_bootlab`` (as root).
 Timings of every boot are attached to each test as the ``timings`` detail.
 """
 
@@ -29,13 +29,11 @@ import time
 import zlib
 
 import fixtures
-import testtools
 from testtools import content
 
+from tests import base
+from tests import samples
 from tools import bootlab
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 BOOT_TIMEOUT = 120  # TCG; a BIOS boot to the menu takes about 2 s here
 BRIDGE_V4 = '192.0.2.1/24'
 BRIDGE_V6 = '2001:db8::1/64'
@@ -74,12 +72,10 @@ def png_pixels_vary(path):
     return len(set(raw)) > 2
 
 
-class BootLabTestCase(testtools.TestCase):
+class BootLabTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(fixtures.Timeout(int(os.environ.get(
-            'OS_TEST_TIMEOUT', 600)), gentle=True))
         bootlab.check_prerequisites(kernel=True)
         self.timings = {}
         self.addDetail('timings', content.Content(
@@ -174,13 +170,18 @@ class TestStaticBoot(BootLabTestCase):
 
 class TestDhcpSentinel(BootLabTestCase):
 
-    def test_sentinel_sees_dhcpv4_discover(self):
+    def dhcp_boot(self, family):
+        """Boot a guest that runs dhcp; its first DHCPv``family`` packets."""
         vm = self.vm('#!ipxe\ndhcp || echo bootlab: dhcp failed\nreboot\n')
         vm.start()
         packets = self.dhcp.wait_for_count(1, timeout=BOOT_TIMEOUT,
-                                           family=4, vm=vm)
+                                           family=family, vm=vm)
         vm.stop()
-        self.record('dhcpv4', vm, packets[0]['time'])
+        self.record('dhcpv%d' % family, vm, packets[0]['time'])
+        return packets
+
+    def test_sentinel_sees_dhcpv4_discover(self):
+        packets = self.dhcp_boot(4)
         self.assertEqual('DHCPDISCOVER', packets[0]['msg_type'])
         self.assertEqual(self.mac, packets[0]['chaddr'])
         self.assertEqual('0.0.0.0', packets[0]['src'])
@@ -189,12 +190,7 @@ class TestDhcpSentinel(BootLabTestCase):
     def test_sentinel_sees_dhcpv6_solicit(self):
         # iPXE starts DHCPv6 only when a router advertisement says so.
         bootlab.RouterAdvertiser(self.lab, managed=True).start()
-        vm = self.vm('#!ipxe\ndhcp || echo bootlab: dhcp failed\nreboot\n')
-        vm.start()
-        packets = self.dhcp.wait_for_count(1, timeout=BOOT_TIMEOUT,
-                                           family=6, vm=vm)
-        vm.stop()
-        self.record('dhcpv6', vm, packets[0]['time'])
+        packets = self.dhcp_boot(6)
         self.assertEqual('SOLICIT', packets[0]['msg_type'])
         self.assertTrue(packets[0]['src'].startswith('fe80::'))
         self.assertGreater(self.dhcp.count(6), 0)
@@ -265,7 +261,7 @@ class TestTimeout(BootLabTestCase):
         self.assertIn('requests seen: none', str(e))
 
 
-class TestLabCleanup(testtools.TestCase):
+class TestLabCleanup(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -314,19 +310,26 @@ class TestLabCleanup(testtools.TestCase):
             fixture.cleanUp()
         self.assertFalse(os.path.exists('/run/netns/' + name))
 
+    def lab_owner(self, code):
+        """A lab owner process: returns it and the words it printed.
+
+        ``code`` sets up a Lab, starts a sleep in it and prints one line;
+        then the owner sleeps until the test signals it.
+        """
+        code = ('import time\n'
+                'from tools import bootlab\n' + code +
+                'time.sleep(300)\n')
+        proc = subprocess.Popen([sys.executable, '-c', code], cwd=samples.REPO,
+                                stdout=subprocess.PIPE, text=True)
+        self.addCleanup(proc.kill)
+        return proc, proc.stdout.readline().split()
+
     def test_namespace_gone_after_sigterm(self):
-        code = (
-            'import sys, time\n'
-            'from tools import bootlab\n'
+        proc, (name,) = self.lab_owner(
             'lab = bootlab.Lab().setup()\n'
             'lab.add_bridge("br0", ipv4="192.0.2.1/24")\n'
             'lab.popen(["sleep", "300"])\n'
-            'print(lab.name, flush=True)\n'
-            'time.sleep(300)\n')
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO,
-                                stdout=subprocess.PIPE, text=True)
-        self.addCleanup(proc.kill)
-        name = proc.stdout.readline().strip()
+            'print(lab.name, flush=True)\n')
         self.assertTrue(name.startswith('nipxe-'), name)
         self.assertTrue(os.path.exists('/run/netns/' + name))
         proc.terminate()
@@ -334,17 +337,10 @@ class TestLabCleanup(testtools.TestCase):
         self.assertFalse(os.path.exists('/run/netns/' + name))
 
     def test_reap_stale_after_sigkill(self):
-        code = (
-            'import time\n'
-            'from tools import bootlab\n'
+        proc, (name, child, workdir) = self.lab_owner(
             'lab = bootlab.Lab(keep_workdir=False).setup()\n'
             'child = lab.popen(["sleep", "300"])\n'
-            'print(lab.name, child.pid, lab.workdir, flush=True)\n'
-            'time.sleep(300)\n')
-        proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO,
-                                stdout=subprocess.PIPE, text=True)
-        self.addCleanup(proc.kill)
-        name, child, workdir = proc.stdout.readline().split()
+            'print(lab.name, child.pid, lab.workdir, flush=True)\n')
         proc.kill()
         proc.wait(timeout=30)
         self.assertTrue(os.path.exists('/run/netns/' + name))
@@ -366,10 +362,10 @@ class TestLabCleanup(testtools.TestCase):
         self.assertFalse(os.path.exists(workdir))
 
 
-class TestHelpers(testtools.TestCase):
+class TestHelpers(base.TestCase):
 
     def test_prerequisite_error_names_debian_package(self):
-        self.useFixture(fixtures.MonkeyPatch('tools.bootlab.OVMF_CODE',
+        self.useFixture(fixtures.MonkeyPatch('tools.bootlab.vm.OVMF_CODE',
                                              '/nonexistent/OVMF_CODE.fd'))
         e = self.assertRaises(bootlab.PrerequisiteError,
                               bootlab.check_prerequisites, uefi=True)

@@ -12,9 +12,9 @@
 
 """Boot-lab helper processes: an iPXE menu server and a DHCP sentinel.
 
-Standard library only.  ``tools/bootlab.py`` runs this file inside a network
-namespace (``ip netns exec NS python menu_server.py ...``); it can also be
-run by hand::
+Standard library only.  ``tools/bootlab/helper.py`` runs this file inside a
+network namespace (``ip netns exec NS python menu_server.py ...``); it can
+also be run by hand::
 
     python menu_server.py http --bind 192.0.2.1 --port 8080 \\
         --routes routes.json --log requests.jsonl

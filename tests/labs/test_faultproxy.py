@@ -16,7 +16,7 @@ One Glance (tools/glancelab.py) serves the whole class; every test gets its
 own proxy.  Needs ``.venv-glance`` (``tools/install-glance.sh``) and
 Debian's ``ipxe``; a missing one is an error, not a skip.
 
-Run: ``python -m testtools.run tests.functional.test_faultproxy``.
+Run: ``python -m testtools.run tests.labs.test_faultproxy``.
 """
 
 import hashlib
@@ -25,38 +25,30 @@ import time
 
 import fixtures
 import requests
-import testtools
 
-from tests.functional import faultproxy
-from tests.functional import test_glancelab
+from tests import base
+from tests import samples
+from tools import faultproxy
 from tools import glancelab
 
 TIMEOUT = (5, 30)  # (connect, read) for every request here
 
 
-class FaultProxyTest(testtools.TestCase):
+class FaultProxyTest(base.TestCase):
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         glancelab.check_prerequisites()
-        test_glancelab.check_iso()
-        with open(test_glancelab.IPXE_ISO, 'rb') as f:
+        with open(samples.bookworm_iso(), 'rb') as f:
             cls.data = f.read()
         cls.glance = glancelab.GlanceServer().start()
-        try:
-            cls.image_id = cls.glance.create_image(
-                'ipxe', cls.data, properties={'hw_ipxe_boot': 'true'})
-        except BaseException:
-            cls.glance.stop()
-            raise
+        # Class cleanups run also when the rest of setUpClass fails.
+        cls.addClassCleanup(cls.glance.stop)
+        cls.image_id = cls.glance.create_image(
+            'ipxe', cls.data, properties={'hw_ipxe_boot': 'true'})
         cls.record_path = '/v2/images/%s' % cls.image_id
         cls.file_path = cls.record_path + '/file'
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.glance.stop()
-        super().tearDownClass()
 
     def setUp(self):
         super().setUp()

@@ -10,30 +10,151 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Source ISOs of the layouts nova-ipxe must handle, made for tests.
+"""What the tests run on, written in one place.
 
-Built from the boot files of Debian's ipxe packages (bookworm's installed
-one and trixie's fetched by tools/fetch-trixie-ipxe.sh), laid out the way
-other iPXE builds lay them out.  FAT images are made with mkfs.fat and
-mtools, as upstream's genfsimg does.
+The stock iPXE ISOs (Debian bookworm's, installed, and trixie's, fetched
+into ``.cache/trixie-ipxe``; their paths live in ``tools/stock.py``),
+sample network data, and ISOs and FAT images made to order in the layouts
+nova-ipxe must handle, built from the boot files of those packages the
+way other iPXE builds lay them out (FAT images with mkfs.fat and mtools,
+as upstream's genfsimg does).
+
+A missing file or tool is a :class:`MissingTestInput` error that says how
+to install it, raised here and nowhere else: never a skip, never a test
+that checks something else instead.  ``tools/install-deps.sh`` installs
+all of it, so CI never meets one.
 """
 
+import copy
+import functools
 import io
+import ipaddress
+import json
 import os
+import shutil
 import subprocess
+import uuid
 
 import pycdlib
 
-from tests import base
+from tools import stock
+
+REPO = stock.REPO
+BOOKWORM_ISO = stock.BOOKWORM_ISO
+BOOKWORM_LKRN = stock.BOOKWORM_LKRN
+TRIXIE_DIR = stock.TRIXIE_DIR
+TRIXIE_ISO = stock.TRIXIE_ISO
+NETWORK_DATA = stock.NETWORK_DATA
+INSTALL_HINT = ('run tools/install-deps.sh (it installs the Debian '
+                'packages of bindep.txt, bookworm\'s ipxe among them, and '
+                'fetches trixie\'s ipxe)')
+
+
+class MissingTestInput(RuntimeError):
+    """A file or tool the tests need is not installed."""
 
 
 def require(path):
+    """``path`` if it exists, else MissingTestInput."""
     if not os.path.exists(path):
-        raise RuntimeError('%s is missing: run tools/install-deps.sh (it '
-                           'installs Debian ipxe and fetches trixie\'s)'
-                           % path)
+        raise MissingTestInput('%s is missing: %s' % (path, INSTALL_HINT))
     return path
 
+
+def require_tool(name):
+    """The full path of the command ``name``, else MissingTestInput."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingTestInput('the command %s is missing: %s'
+                               % (name, INSTALL_HINT))
+    return path
+
+
+def bookworm_iso():
+    """Debian bookworm's ipxe.iso: BIOS only (its EFI iPXE is too old)."""
+    return require(BOOKWORM_ISO)
+
+
+def trixie_iso():
+    """Debian trixie's ipxe.iso: BIOS and UEFI with autoexec.ipxe."""
+    return require(TRIXIE_ISO)
+
+
+# -- network data ------------------------------------------------------------
+
+NET_A = '3f2a6c1e-0b7d-4c8e-9f1a-2b3c4d5e6f70'
+NET_B = '9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b'
+
+
+@functools.lru_cache(maxsize=None)
+def _demo_network_data():
+    with open(require(NETWORK_DATA)) as f:
+        return json.load(f)
+
+
+def network_data():
+    """The demo instance: one NIC, static IPv4 and IPv6, DNS (a copy)."""
+    return copy.deepcopy(_demo_network_data())
+
+
+def two_nics():
+    """What Nova emits for a DHCP-enabled port then a static one."""
+    return {
+        'links': [
+            {'id': 'tapaaaaaaaa-aa', 'vif_id': 'a', 'type': 'phy',
+             'ethernet_mac_address': 'FA:16:3E:00:00:0A', 'mtu': None},
+            {'id': 'tapbbbbbbbb-bb', 'vif_id': 'b', 'type': 'bridge',
+             'ethernet_mac_address': 'fa:16:3e:00:00:0b', 'mtu': 1500},
+        ],
+        'networks': [
+            {'id': 'network0', 'type': 'ipv4_dhcp',
+             'link': 'tapaaaaaaaa-aa', 'network_id': NET_A},
+            {'id': 'network1', 'type': 'ipv4', 'link': 'tapbbbbbbbb-bb',
+             'ip_address': '198.51.100.7', 'netmask': '255.255.255.0',
+             'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
+                         'gateway': '198.51.100.1'}],
+             'network_id': NET_B, 'services': []},
+        ],
+        'services': [{'type': 'dns', 'address': '198.51.100.53'}],
+    }
+
+
+def nic_data(mac, link, ipv4=None, ipv6=None, network_id=None):
+    """One port's network_data.json entries: (link, [networks]).
+
+    Shaped as Nova's get_network_metadata() writes them; ``ipv4`` and
+    ``ipv6`` are (address, prefix length, gateway or None).
+    """
+    network_id = network_id or str(uuid.uuid4())
+    networks = []
+    for version, any_net, address in ((4, '0.0.0.0', ipv4), (6, '::', ipv6)):
+        if not address:
+            continue
+        address, prefix, gateway = address
+        networks.append({
+            'id': 'network-%s-%d' % (link, version),
+            'type': 'ipv%d' % version, 'link': link, 'ip_address': address,
+            'netmask': str(ipaddress.ip_network(
+                '%s/%d' % (any_net, prefix)).netmask),
+            'routes': [{'network': any_net, 'netmask': any_net,
+                        'gateway': gateway}] if gateway else [],
+            'network_id': network_id, 'services': []})
+    return ({'id': link, 'vif_id': str(uuid.uuid4()), 'type': 'ovs',
+             'ethernet_mac_address': mac, 'mtu': 1500}, networks)
+
+
+def network_data_of(*nics, dns=()):
+    """network_data.json of ``nic_data()`` results and DNS addresses."""
+    return {'links': [link for link, _ in nics],
+            'networks': [n for _, nets in nics for n in nets],
+            'services': [{'type': 'dns', 'address': a} for a in dns]}
+
+
+# A menu that ends a boot test: the guest reboots, which ends QEMU.
+BYE_MENU = '#!ipxe\necho nova-ipxe-test: done\nsleep 1\nreboot\n'
+
+
+# -- ISOs and FAT images -----------------------------------------------------
 
 def iso_files(path):
     """{rock ridge path: bytes} of every file of an ISO."""
@@ -53,13 +174,14 @@ def iso_files(path):
 
 
 def trixie_file(name):
-    return open(require(os.path.join(base.TRIXIE_DIR, 'usr', 'lib',
-                                     'ipxe', name)), 'rb').read()
+    """The bytes of a file of trixie's ipxe package (``ipxe.efi``...)."""
+    with open(require(os.path.join(stock.TRIXIE_LIB, name)), 'rb') as f:
+        return f.read()
 
 
 def fat_image(path, files, size_kib=2048, fat_bits=12):
     """A FAT image holding {path: bytes}, via mkfs.fat and mcopy."""
-    subprocess.run(['mkfs.fat', '-C', '-F', str(fat_bits), path,
+    subprocess.run([require_tool('mkfs.fat'), '-C', '-F', str(fat_bits), path,
                     str(size_kib)], check=True, capture_output=True)
     made = set()
     for name, data in sorted(files.items()):
@@ -114,8 +236,22 @@ def write_iso(path, files, bios=None, efi=None, rock_ridge=True,
 
 
 def bookworm_parts():
-    files = iso_files(base.BOOKWORM_ISO)
+    files = iso_files(BOOKWORM_ISO)
     return files['/isolinux.bin'], files['/ldlinux.c32'], files
+
+
+def isolinux_iso(path, cfg, files=None, efi=None):
+    """An ISO booting bookworm's ISOLINUX with ``cfg`` as isolinux.cfg.
+
+    ``files`` adds {(iso_path, rr_path): bytes}; ``efi`` names one of them
+    as the UEFI boot image.
+    """
+    isolinux, ldlinux, _ = bookworm_parts()
+    layout = {('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
+              ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
+              ('/ISOLINUX.CFG;1', '/isolinux.cfg'): cfg}
+    layout.update(files or {})
+    return write_iso(path, layout, bios='/ISOLINUX.BIN;1', efi=efi)
 
 
 def genfsimg_iso(tmp):
