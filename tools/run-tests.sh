@@ -54,7 +54,10 @@ if wanted nova; then
     suite nova .venv-nova ./tests/nova --concurrency 2
     upstream=${NOVA_UPSTREAM_TESTS:-'test_(machine_type|stateless_firmware|device_bus_migration|rescue_deleted_base|uefi|vif_model)\.'}
     [ "$upstream" = all ] && upstream=
+    # That one fails with Nova's stock driver too (7 != 6 verified image
+    # properties in _assert_guest_config), here as with ours.
     suite nova-upstream .venv-nova ./tests/nova_upstream --concurrency 2 \
+        --exclude-regex 'test_machine_type_and_bus_and_model_migration' \
         $upstream
 fi
 
