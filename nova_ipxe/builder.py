@@ -19,10 +19,12 @@ reads the ``[ipxe]`` options and applies them in one place.
 import collections
 import dataclasses
 import threading
+import urllib.parse
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from nova_ipxe import capabilities
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from nova_ipxe import image
@@ -30,9 +32,11 @@ from nova_ipxe import iso
 from nova_ipxe import menuurl
 from nova_ipxe import netdata
 from nova_ipxe import script
+from nova_ipxe import signature
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
+MIN_SIGNING_KEY = 16
 
 # The rule lives in nova_ipxe.image; re-exported for the drivers.
 is_ipxe_image = image.is_ipxe_image
@@ -102,8 +106,15 @@ def render_script(instance, conf=CONF):
         configured_menu_url(conf), instance.image_properties,
         instance.server_metadata, opts.allow_menu_url_override)
     if opts.menu_identity:
-        url = menuurl.with_identity(url, menuurl.identity(
-            menu_nic, instance.uuid, instance.hostname))
+        params = menuurl.identity(menu_nic, instance.uuid,
+                                  instance.hostname)
+        if opts.menu_signing_key:
+            params = _signed(url, params, opts)
+        url = menuurl.with_identity(url, params)
+    elif opts.menu_signing_key:
+        raise exception.ConfigError(reason='menu_signing_key signs the '
+                                           'identity: it needs '
+                                           'menu_identity = true')
     policy = script.ChainPolicy(retries=opts.chain_retries,
                                 timeout=opts.chain_timeout,
                                 retry_delay=opts.chain_retry_delay,
@@ -116,6 +127,56 @@ def render_script(instance, conf=CONF):
               menu_nic.mac)
     return Script(text=text, menu_url=url, menu_url_source=source,
                   menu_nic=menu_nic)
+
+
+def _signed(url, params, opts):
+    """The identity pairs with ts, kid and sig (see nova_ipxe.signature).
+
+    Values iPXE expands at boot cannot be signed: they go after ``sig``.
+    """
+    if len(opts.menu_signing_key) < MIN_SIGNING_KEY:
+        raise exception.ConfigError(
+            reason='menu_signing_key must be at least %d characters'
+                   % MIN_SIGNING_KEY)
+    path = urllib.parse.urlsplit(url).path or '/'
+    if '${' in path:
+        raise exception.SigningError(
+            reason='the path of the boot menu URL %s uses iPXE settings, '
+                   'which expand at boot; a signed path must be literal'
+                   % url)
+    present = [(k, v) for k, v in params if v is not None]
+    static = [(k, v) for k, v in present
+              if not isinstance(v, script.Setting)]
+    dynamic = [(k, v) for k, v in present if isinstance(v, script.Setting)]
+    fields = {k: str(v) for k, v in static}
+    return static + signature.query_params(
+        opts.menu_signing_key, opts.menu_signing_key_id, path,
+        fields) + dynamic
+
+
+def check_capabilities(base, rendered, uefi):
+    """Refuse a boot path whose iPXE cannot fetch the menu or run it.
+
+    Returns the ``uefi`` mode to build with.  With ``uefi = auto`` an
+    unfit UEFI iPXE drops the UEFI entry (as an EFI iPXE that cannot run
+    the script does) when BIOS can boot.
+    """
+    caps = base.capabilities()
+    if base.bios:
+        capabilities.check('BIOS', caps['bios'], rendered.menu_url,
+                           rendered.menu_nic, rendered.text, base.source)
+    if uefi != 'off' and base.efi is not None and base.efi.autoexec:
+        try:
+            capabilities.check('UEFI', caps['uefi'], rendered.menu_url,
+                               rendered.menu_nic, rendered.text,
+                               base.source)
+        except exception.IpxeCapabilityMissing as e:
+            if uefi == 'require' or not base.bios:
+                raise
+            LOG.warning('%s Dropping the UEFI boot entry: the ISO will '
+                        'boot BIOS only.', e)
+            return 'off'
+    return uefi
 
 
 def load_base(source, conf=CONF, name=None):
@@ -162,7 +223,8 @@ def build_iso(base, instance, output, conf=CONF):
     if isinstance(base, str):
         base = load_base(base, conf)
     rendered = render_script(instance, conf)
-    result = base.build(rendered.text, output, uefi=conf.ipxe.uefi)
+    uefi = check_capabilities(base, rendered, conf.ipxe.uefi)
+    result = base.build(rendered.text, output, uefi=uefi)
     LOG.info('Built %s for %s (%d bytes, BIOS %s, UEFI %s), menu %s',
              output, script.check_uuid(instance.uuid) or 'instance',
              result.size,

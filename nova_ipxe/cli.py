@@ -328,7 +328,24 @@ def cmd_inspect(args, conf):
             % uefi['reason']))
     else:
         print('UEFI:      no boot entry')
+    for name in ('bios', 'uefi'):
+        if info[name] and info[name].get('ipxe'):
+            _print_ipxe(name.upper(), info[name]['ipxe'])
     print('Files:     %s' % ' '.join(info['files']))
+
+
+def _print_ipxe(path, caps):
+    label = ('%s iPXE:' % path).ljust(11)
+    if not caps['readable']:
+        print('%s%s: capabilities unknown (%s)' % (label, caps['binary'],
+                                                   caps['reason']))
+        return
+    print('%s%s (%s): features %s' % (label, caps['binary'], caps['format'],
+                                      ' '.join(caps['features'])))
+    print('%sHTTPS %s, IPv6 %s, DNS %s, VLAN %s; %d commands' % (
+        ' ' * 11, *('yes' if caps[k] else 'no'
+                    for k in ('https', 'ipv6', 'dns', 'vlan')),
+        len(caps['commands'])))
 
 
 # What the library cannot say, because it does not know about the CLI.

@@ -80,6 +80,19 @@ ipxe_opts = [
                 help='Append the instance identity (uuid, hostname, mac, '
                      'ip) as query parameters to the boot menu URL so a '
                      'menu server can tell instances apart.'),
+    cfg.StrOpt('menu_signing_key', secret=True,
+               help='Key shared with the menu server (at least 16 '
+                    'characters). When set, the chain URL carries ts, kid '
+                    'and sig query parameters: an HMAC-SHA256 over the '
+                    'menu URL path and the identity (uuid, hostname, mac, '
+                    'ip) that the menu server can verify with '
+                    'nova_ipxe.signature.verify. The key never goes into '
+                    'the ISO. Needs menu_identity.'),
+    cfg.StrOpt('menu_signing_key_id', default='1',
+               regex=r'^[A-Za-z0-9._-]{1,64}$',
+               help='Key id sent as kid with the signature, so that a menu '
+                    'server can accept an old and a new key during '
+                    'rotation.'),
     cfg.BoolOpt('allow_menu_url_override', default=True,
                 help='Honour a per-image property or per-server metadata '
                      'key ipxe_boot_menu_url. Such URLs are tenant input: '

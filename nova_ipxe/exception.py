@@ -174,6 +174,21 @@ class EfiImageFull(UnsupportedIso):
                 'iPXE script; rebuild the ISO with a larger EFI image.')
 
 
+class IpxeCapabilityMissing(UnsupportedIso):
+    """The ISO's iPXE for one boot path lacks what the menu needs."""
+
+    msg_fmt = ('%(source)s: its %(boot_path)s iPXE (%(binary)s) cannot boot '
+               'the menu: %(reason)s. Use an iPXE ISO built with it (see '
+               '"nova-ipxe inspect"), or change [ipxe] boot_menu_url.')
+    safe_fmt = ('The image\'s %(boot_path)s iPXE lacks a feature the boot '
+                'menu needs (such as HTTPS, IPv6 or DNS); use an iPXE ISO '
+                'built with it, or contact the cloud operator.')
+
+
+class SigningError(OperatorError):
+    msg_fmt = 'Cannot sign the boot menu identity: %(reason)s.'
+
+
 class ToolMissing(OperatorError):
     msg_fmt = ('%(tool)s is needed to %(purpose)s but is not installed on '
                'this host.')

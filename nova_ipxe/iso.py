@@ -49,6 +49,7 @@ from oslo_log import log as logging
 import pycdlib
 from pycdlib import pycdlibexception
 
+from nova_ipxe import capabilities as ipxe_caps
 from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import isolinux
@@ -488,6 +489,17 @@ class _ViewReader(io.RawIOBase):
         super().close()
 
 
+def _caps_info(caps):
+    """Capabilities for describe(), with the ISO's names escaped."""
+    if caps is None:
+        return None
+    info = caps.describe()
+    info['binary'] = shown(info['binary'])
+    if info.get('reason'):
+        info['reason'] = shown(info['reason'])
+    return info
+
+
 class BaseIso:
     """A parsed source iPXE ISO, held in memory, reusable across builds.
 
@@ -495,7 +507,8 @@ class BaseIso:
     frozen :class:`Layout`, so concurrent builds share it safely.
     """
 
-    __slots__ = ('source', 'data', 'layout', '_uefi_dropped_once')
+    __slots__ = ('source', 'data', 'layout', '_uefi_dropped_once',
+                 '_capabilities')
 
     def __init__(self, data, source='ISO', max_size=None):
         if max_size is not None and len(data) > max_size:
@@ -505,6 +518,7 @@ class BaseIso:
         put('source', source)
         put('data', memoryview(data).toreadonly())
         put('_uefi_dropped_once', _Once())
+        put('_capabilities', {})  # read on first use, see capabilities()
         check_structure(self.data, source)
         cdlib = _Cdlib()
         source_fp = _ViewReader(self.data)
@@ -594,6 +608,27 @@ class BaseIso:
     def _fail(self, reason):
         raise exception.InvalidIso(source=self.source, reason=reason)
 
+    def capabilities(self):
+        """{'bios': Capabilities or None, 'uefi': ...}, read once."""
+        caps = self._capabilities.get('read')
+        if caps is None:
+            caps = {'bios': None, 'uefi': None}
+            if self.bios:
+                caps['bios'] = ipxe_caps.read(
+                    self.file_bytes(self.bios.kernel), self.bios.kernel.path)
+            if self.efi and self.efi.loader:
+                name = '%s:%s' % (self.efi.image.path, self.efi.loader)
+                try:
+                    loader = esp.FatImage(self.file_bytes(self.efi.image),
+                                          self.efi.image.path,
+                                          writable=False).read_file(
+                                              self.efi.loader)
+                    caps['uefi'] = ipxe_caps.read(loader, name)
+                except exception.EfiImageError as e:
+                    caps['uefi'] = ipxe_caps.unknown(name, e.message)
+            self._capabilities['read'] = caps
+        return dict(caps)
+
     def describe(self):
         """What was found, for ``nova-ipxe inspect``.
 
@@ -616,12 +651,14 @@ class BaseIso:
                             'kernel': shown(self.bios.kernel.path),
                             'kernel_size': self.bios.kernel.length,
                             'script_injection': True}
+            info['bios']['ipxe'] = _caps_info(self.capabilities()['bios'])
         if self.efi:
             info['uefi'] = {'boot_image': shown(self.efi.image.path),
                             'loader': self.efi.loader,
                             'script_injection': self.efi.autoexec,
                             'reason': self.efi.reason and shown(
                                 self.efi.reason)}
+            info['uefi']['ipxe'] = _caps_info(self.capabilities()['uefi'])
         return info
 
     # -- building ------------------------------------------------------

@@ -37,6 +37,8 @@ UUID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
 ADDRESS_RE = {4: re.compile(r'[0-9]{1,3}(\.[0-9]{1,3}){3}'),
               6: re.compile(r'[0-9a-f:]{2,39}')}
 OPERATORS = ('||', '&&', ';')
+# The name the fetched boot menu gets in iPXE's image list.
+MENU_IMAGE = 'nipxe-menu'
 # A script is a few hundred bytes per NIC; netdata.MAX_LINKS fully
 # configured NICs stay well inside this.
 MAX_SCRIPT_BYTES = 128 * 1024
@@ -165,11 +167,15 @@ class _Writer:
         return text
 
 
-def _configure_nic(w, n, nic):
+def _configure_nic(w, n, nic, dns, menu=False):
     """Find the NIC with ``nic.mac`` and configure it as ``${nipxe-nicN}``.
 
     iPXE numbers netdevs in bus order, which need not match the order of
-    Nova's ports, so each NIC is looked up by MAC.
+    Nova's ports, so each NIC is looked up by MAC.  ``dns`` (one address
+    per family) is also set on each static NIC, so that per-NIC views such
+    as ``${netX/dns}`` show it.  The menu NIC is configured last and
+    re-opened (``ifopen`` does nothing to an open NIC): ``netX`` names the
+    NIC iPXE opened last, and menus read ``${netX/ip}``, ``${netX/mac}``.
     """
     mac = check_token(nic.mac, 'MAC address')
     var = 'nipxe-nic%d' % n
@@ -199,6 +205,13 @@ def _configure_nic(w, n, nic):
         w.add('set ' + ref + '/len6 %s', int(nic.ipv6.network.prefixlen))
         if nic.gateway6:
             w.add('set ' + ref + '/gateway6 %s', nic.gateway6)
+    dns4, dns6 = dns
+    if dns4 and nic.ipv4:  # a DHCP NIC gets its own from DHCP
+        w.add('set ' + ref + '/dns %s', dns4)
+    if dns6 and nic.ipv6:
+        w.add('set ' + ref + '/dns6 %s', dns6)
+    if menu:
+        w.raw('ifclose %s ||' % ref)
     if nic.dhcp4:
         # Only NICs whose subnet has DHCP ever ask for it.
         w.raw('dhcp %s || echo nova-ipxe: DHCP failed on %s' % (ref, ref))
@@ -244,9 +257,13 @@ def render(config, menu_url, menu_nic, instance_uuid=None, hostname=None,
               ' for instance ' + instance_uuid if instance_uuid else ''))
     w.raw('# a static NIC), then chain the boot menu.')
     w.raw('echo nova-ipxe: configuring the network')
-    for n, nic in enumerate(config.nics):
-        if nic.configured:
-            _configure_nic(w, n, nic)
+    # The menu NIC last, so that netX names it when the menu runs.
+    order = [(n, nic) for n, nic in enumerate(config.nics)
+             if nic.configured and nic is not menu_nic]
+    order += [(n, nic) for n, nic in enumerate(config.nics)
+              if nic is menu_nic and nic.configured]
+    for n, nic in order:
+        _configure_nic(w, n, nic, config.dns, menu=nic is menu_nic)
 
     w.raw('')
     # The standard settings name the menu NIC, so that a netboot.xyz-style
@@ -271,22 +288,32 @@ def render(config, menu_url, menu_nic, instance_uuid=None, hostname=None,
 
     url = check_token(menu_url, 'boot menu URL', allow_settings=True)
 
+    # Only a failed download is retried: imgfetch fails when the menu
+    # cannot be fetched, imgexec returns when the menu ran and ended
+    # (``exit 0``, or ``exit 1`` for netboot.xyz's "boot from local
+    # disk").  A menu that ran is never fetched again; the fallback runs
+    # once either way.
     retries = int(policy.retries)
     w.raw('')
     w.raw('set nipxe-try:int32 0')
-    w.raw(':menu_chain')
+    w.raw(':menu_fetch')
     w.raw('inc nipxe-try')
     w.add('echo nova-ipxe: fetching the boot menu, try ${nipxe-try} of %s',
           retries)
-    w.raw('chain --timeout %d %s && goto menu_done ||'
-          % (int(policy.timeout) * 1000, url))
+    w.raw('imgfetch --name %s --timeout %d %s && goto menu_run ||'
+          % (MENU_IMAGE, int(policy.timeout) * 1000, url))
     w.add('iseq ${nipxe-try} %s && goto menu_failed ||', retries)
     if policy.retry_delay:
         w.add('sleep %s', int(policy.retry_delay))
-    w.raw('goto menu_chain')
+    w.raw('goto menu_fetch')
+    w.raw(':menu_run')
+    w.raw('echo nova-ipxe: running the boot menu')
+    w.raw('imgexec --autofree %s || echo nova-ipxe: the boot menu ended '
+          'with an error' % MENU_IMAGE)
+    w.raw('echo nova-ipxe: the boot menu returned')
+    w.raw('goto menu_fallback')
     w.raw(':menu_failed')
     w.add('echo nova-ipxe: no boot menu after %s tries', retries)
+    w.raw(':menu_fallback')
     _fallback(w, policy.on_failure)
-    w.raw(':menu_done')
-    w.raw('exit')
     return w.text()

@@ -80,7 +80,7 @@ class CliTestCase(base.TestCase):
                               samples.NETWORK_DATA, '--no-identity',
                               '--menu-url', 'http://b/m?ip=${ip}&x=$y')
         self.assertEqual(0, result.returncode, result.stderr)
-        self.assertIn(' http://b/m?ip=${ip}&x=$y && goto menu_done',
+        self.assertIn(' http://b/m?ip=${ip}&x=$y && goto menu_run',
                       result.stdout)
 
     def test_config_file(self):
@@ -91,7 +91,7 @@ class CliTestCase(base.TestCase):
         result = self.run_cli('--config-file', conf, 'render-script',
                               '--network-data', samples.NETWORK_DATA)
         self.assertEqual(0, result.returncode, result.stderr)
-        self.assertIn('chain --timeout 30000 http://cfg.example/m?mac=',
+        self.assertIn('--timeout 30000 http://cfg.example/m?mac=',
                       result.stdout)
         self.assertIn('iseq ${nipxe-try} 7 &&', result.stdout)
         self.assertIn('\nshell\n', result.stdout)

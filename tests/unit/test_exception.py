@@ -70,9 +70,10 @@ class MessageTestCase(base.TestCase):
                                                      inspect.isclass)
                     if issubclass(c, exception.NovaIpxeError)]:
             kwargs = {name: 'SENTINEL-%s' % name
-                      for name in ('actual', 'algo', 'expected', 'field',
-                                   'image', 'name', 'present', 'reason',
-                                   'status', 'url', 'value', 'what') +
+                      for name in ('actual', 'algo', 'binary', 'boot_path',
+                                   'expected', 'field', 'image', 'name',
+                                   'present', 'reason', 'status', 'url',
+                                   'value', 'what') +
                       host_side}
             kwargs.update(size=70000000, needed=1, free=0,
                           limit=67108864, status=403, seconds=600)

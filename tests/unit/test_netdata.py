@@ -563,7 +563,7 @@ class ParserFuzzTestCase(base.TestCase):
         self.assertTrue(text.isascii())
         self.assertLessEqual(len(text), script.MAX_SCRIPT_BYTES)
         self.assertFalse([c for c in text if ord(c) < 0x20 and c != '\n'])
-        self.assertEqual(1, len(ipxe_syntax.command_lines(text, 'chain')))
+        self.assertEqual(1, len(ipxe_syntax.command_lines(text, 'imgfetch')))
 
     def test_fuzz_network_data(self):
         self.counts = collections.Counter()

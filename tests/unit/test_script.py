@@ -41,10 +41,12 @@ class ScriptTestCase(base.TestCase):
         return builder.render_script(instance, self.conf)
 
     def chain_url(self, text):
-        chains = ipxe_syntax.command_lines(text, 'chain')
-        self.assertEqual(1, len(chains))
-        self.assertEqual(('chain', '--timeout', '30000'), chains[0][:3])
-        return chains[0][3]
+        fetches = ipxe_syntax.command_lines(text, 'imgfetch')
+        self.assertEqual(1, len(fetches))
+        self.assertEqual(('imgfetch', '--name', 'nipxe-menu', '--timeout',
+                          '30000'), fetches[0][:5])
+        self.assertEqual([], ipxe_syntax.command_lines(text, 'chain'))
+        return fetches[0][5]
 
     def test_static_nic_found_by_mac_never_dhcp(self):
         text = self.render().text
@@ -126,10 +128,11 @@ class ScriptTestCase(base.TestCase):
             self.assertIn(('iseq', '${nipxe-try}', '5'),
                           ipxe_syntax.command_lines(text, 'iseq'))
             items = ipxe_syntax.commands(text)
-            failed = items.index(('label', 'menu_failed'))
-            done = items.index(('label', 'menu_done'))
-            fallback = [i[1] for i in items[failed:done] if i[0] == 'cmd']
-            self.assertIn(tail, fallback, policy)
+            fallback = items.index(('label', 'menu_fallback'))
+            cmds = [i[1] for i in items[fallback:] if i[0] == 'cmd']
+            self.assertIn(tail, cmds, policy)
+            # Nothing after the fallback goes back to fetching the menu.
+            self.assertNotIn(('goto', 'menu_fetch'), cmds)
 
     def test_tenant_override(self):
         text = self.render(server_metadata={
@@ -168,6 +171,96 @@ class ScriptTestCase(base.TestCase):
                     'http://x/m a', 'http://x/m\nshell', 'http://x/${a'):
             self.flags(boot_menu_url=url)
             self.assertRaises(exception.InvalidMenuUrl, self.render)
+
+
+class MenuNicLastTestCase(base.TestCase):
+    """netX is the NIC iPXE opened last: it must be the menu NIC."""
+
+    def render(self, data):
+        return builder.render_script(builder.Instance(network_data=data),
+                                     self.conf)
+
+    def opens(self, text):
+        """(command, NIC) of every command that opens or closes one."""
+        return [item[1][:2] for item in ipxe_syntax.commands(text)
+                if item[0] == 'cmd' and item[1]
+                and item[1][0] in ('ifopen', 'ifclose', 'dhcp')]
+
+    def test_menu_nic_listed_first_is_opened_last(self):
+        data = samples.two_nics()
+        # The static NIC (the menu NIC: default route) first in the JSON.
+        data['links'].reverse()
+        rendered = self.render(data)
+        self.assertEqual('fa:16:3e:00:00:0b', rendered.menu_nic.mac)
+        # nipxe-nic1 is the DHCP NIC, nipxe-nic0 the menu NIC: opened
+        # after it, closed first in case it was already open.
+        self.assertEqual([('dhcp', '${nipxe-nic1}'),
+                          ('ifclose', '${nipxe-nic0}'),
+                          ('ifopen', '${nipxe-nic0}')],
+                         self.opens(rendered.text))
+
+    def test_menu_nic_listed_second_is_opened_last(self):
+        data = samples.two_nics()
+        data['networks'][0] = {
+            'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
+            'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
+            'network_id': samples.NET_A}
+        text = self.render(data).text
+        self.assertEqual([('ifopen', '${nipxe-nic0}'),
+                          ('ifclose', '${nipxe-nic1}'),
+                          ('ifopen', '${nipxe-nic1}')], self.opens(text))
+        # The menu NIC's lookup comes after the other NIC is configured.
+        items = ipxe_syntax.commands(text)
+        self.assertLess(items.index(('label', 'nic0_end')),
+                        items.index(('label', 'nic1_find')))
+
+    def test_dhcp_menu_nic_re_opened_by_dhcp(self):
+        data = samples.two_nics()
+        data['networks'][1]['routes'] = []
+        self.assertEqual([('ifopen', '${nipxe-nic1}'),
+                          ('ifclose', '${nipxe-nic0}'),
+                          ('dhcp', '${nipxe-nic0}')],
+                         self.opens(self.render(data).text))
+
+    def test_per_nic_dns(self):
+        data = samples.two_nics()
+        sets = ipxe_syntax.command_lines(self.render(data).text, 'set')
+        self.assertIn(('set', '${nipxe-nic1}/dns', '198.51.100.53'), sets)
+        self.assertIn(('set', 'dns', '198.51.100.53'), sets)
+        # The DHCP NIC keeps what its DHCP server says.
+        self.assertNotIn(('set', '${nipxe-nic0}/dns', '198.51.100.53'), sets)
+
+
+class MenuRunsOnceTestCase(base.TestCase):
+    """Only a failed download is retried; a menu that ran is not."""
+
+    def test_flow(self):
+        self.flags(chain_retries=4, on_chain_failure='reboot')
+        text = builder.render_script(builder.Instance(
+            network_data=self.network_data()), self.conf).text
+        items = ipxe_syntax.commands(text)
+
+        def block(label):
+            start = items.index(('label', label)) + 1
+            end = next((i for i in range(start, len(items))
+                        if items[i][0] == 'label'), len(items))
+            return [(i[1], i[2]) for i in items[start:end]]
+
+        fetch = block('menu_fetch')
+        self.assertEqual(('imgfetch', '--name', 'nipxe-menu'),
+                         fetch[2][0][:3])
+        # Success goes to running it; failure retries up to the limit.
+        self.assertEqual(('goto', 'menu_run'), fetch[3][0])
+        self.assertEqual((('iseq', '${nipxe-try}', '4'), '&&'), fetch[4])
+        self.assertEqual(('goto', 'menu_failed'), fetch[5][0])
+        self.assertEqual(('goto', 'menu_fetch'), fetch[-1][0])
+        run = block('menu_run')
+        # Whatever the menu returns (exit 0 or exit 1), the fallback next.
+        self.assertEqual(('imgexec', '--autofree', 'nipxe-menu'), run[1][0])
+        self.assertEqual('||', run[1][1])
+        self.assertEqual(('goto', 'menu_fallback'), run[-1][0])
+        self.assertNotIn(('goto', 'menu_fetch'), [c for c, _ in run])
+        self.assertEqual(('reboot',), block('menu_fallback')[-2][0])
 
 
 class CanonicalIdentityTestCase(base.TestCase):

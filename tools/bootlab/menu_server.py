@@ -32,6 +32,12 @@ http mode
     (``time.time()``), ``client``, ``client_port``, ``method``, ``path``
     (without query), ``raw_path``, ``query`` (name -> last value),
     ``query_all`` (name -> list), ``headers`` (a subset) and ``status``.
+    With ``--signing-keys FILE`` (or $NIPXE_MENU_SIGNING_KEYS; a JSON
+    object key id -> key) every request that carries ``sig`` is checked
+    with ``nova_ipxe.signature.verify`` (what a real menu server would
+    do) and logged as ``signature``: ``status`` ok or invalid, the
+    ``reason``, the signed ``fields`` and ``kid``, and ``source_matches``
+    (the signed ip is the request's source address).
 
 dhcp mode
     Counts DHCP traffic without ever answering: UDP 0.0.0.0:67 with
@@ -62,6 +68,12 @@ import sys
 import threading
 import time
 import urllib.parse
+
+# The verifier is standard library only; the repository root holds it
+# (this file runs as a script, tools/bootlab/menu_server.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+from nova_ipxe import signature  # noqa: E402
 
 LOGGED_HEADERS = ('Host', 'User-Agent', 'Accept', 'Connection', 'Range',
                   'Content-Length')
@@ -148,7 +160,7 @@ class MenuHandler(http.server.BaseHTTPRequestHandler):
         if body is None:
             body = 'not found: %s\n' % split.path
         data = body.encode('utf-8')
-        self.server.log.write({
+        record = {
             'time': time.time(),
             'client': self.client_address[0],
             'client_port': self.client_address[1],
@@ -160,7 +172,10 @@ class MenuHandler(http.server.BaseHTTPRequestHandler):
             'headers': {h: self.headers[h] for h in LOGGED_HEADERS
                         if h in self.headers},
             'status': status,
-        })
+        }
+        if self.server.signing_keys and 'sig' in query_all:
+            record['signature'] = self._verify(split)
+        self.server.log.write(record)
         self.send_response(status)
         self.send_header('Content-Type', 'text/plain; charset=utf-8')
         self.send_header('Content-Length', str(len(data)))
@@ -168,6 +183,17 @@ class MenuHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(data)
+
+    def _verify(self, split):
+        try:
+            verified = signature.verify(self.server.signing_keys,
+                                        split.path, split.query)
+        except signature.InvalidSignature as e:
+            return {'status': 'invalid', 'reason': str(e)}
+        return {'status': 'ok', 'kid': verified.kid, 'ts': verified.ts,
+                'fields': verified.fields,
+                'source_matches': verified.fields.get('ip')
+                == self.client_address[0]}
 
     def log_message(self, fmt, *args):
         # Every request is in the JSON log; keep stderr for real problems.
@@ -178,17 +204,24 @@ class MenuHTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, bind, port, routes, log):
+    def __init__(self, bind, port, routes, log, signing_keys=None):
         if ':' in bind:
             self.address_family = socket.AF_INET6
         self.routes = routes
         self.log = log
+        self.signing_keys = signing_keys or {}
         super().__init__((bind, port), MenuHandler)
 
 
 def run_http(args):
     log = JsonLog(args.log)
-    server = MenuHTTPServer(args.bind, args.port, Routes(args.routes), log)
+    keys = None
+    keys_path = args.signing_keys or os.environ.get('NIPXE_MENU_SIGNING_KEYS')
+    if keys_path:
+        with open(keys_path, encoding='utf-8') as f:
+            keys = json.load(f)
+    server = MenuHTTPServer(args.bind, args.port, Routes(args.routes), log,
+                            keys)
     _stop_on_signals(
         lambda: threading.Thread(target=server.shutdown).start())
     ready('http', args.bind, server.server_address[1])
@@ -363,6 +396,8 @@ def main(argv=None):
     p.add_argument('--routes', required=True,
                    help='JSON file: {"/path": "body text", ...}')
     p.add_argument('--log', required=True, help='JSON-lines request log')
+    p.add_argument('--signing-keys', metavar='FILE',
+                   help='JSON {key id: key}: verify signed identities')
     p.set_defaults(func=run_http)
     p = sub.add_parser('dhcp', help='count DHCPv4/DHCPv6 packets')
     p.add_argument('--iface', action='append', default=[],

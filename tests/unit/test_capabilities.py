@@ -1,0 +1,265 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Capabilities read from Debian's real iPXE binaries.
+
+What each binary prints at boot is checked against this reading by
+tests/functional/test_menus.py; here the reading itself and the build
+refusals.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import fixtures
+
+from nova_ipxe import builder
+from nova_ipxe import capabilities
+from nova_ipxe import exception
+from nova_ipxe import iso
+from nova_ipxe import netdata
+from tests import base
+from tests import samples
+
+BOOKWORM_FEATURES = ('DNS HTTP iSCSI NFS TFTP SRP AoE ELF MBOOT PXE bzImage '
+                     'Menu PXEXT').split()
+BOOKWORM_EFI_FEATURES = 'DNS HTTP iSCSI NFS TFTP SRP AoE EFI Menu'.split()
+TRIXIE_FEATURES = ('VLAN DNS HTTP HTTPS iSCSI NFS SRP TFTP AoE ELF MBOOT PXE '
+                   'bzImage Menu PXEXT').split()
+TRIXIE_EFI_FEATURES = ('VLAN DNS HTTP HTTPS iSCSI NFS SRP TFTP AoE EFI '
+                       'Menu').split()
+
+
+def caps_of(path):
+    return iso.BaseIso.from_path(path).capabilities()
+
+
+class ReadTestCase(base.TestCase):
+
+    def test_bookworm(self):
+        caps = caps_of(samples.bookworm_iso())
+        bios, uefi = caps['bios'], caps['uefi']
+        self.assertEqual((capabilities.LKRN, '/ipxe.krn'),
+                         (bios.format, bios.binary))
+        self.assertEqual(BOOKWORM_FEATURES, list(bios.features))
+        self.assertEqual(capabilities.PE, uefi.format)
+        self.assertEqual(BOOKWORM_EFI_FEATURES, list(uefi.features))
+        for c in (bios, uefi):
+            self.assertEqual({'https': False, 'http': True, 'tftp': True,
+                              'dns': True, 'vlan': False, 'ipv6': True},
+                             c.summary)
+            self.assertNotIn('vcreate', c.commands)
+            self.assertNotIn('poweroff', c.commands)  # DESIGN section 3
+            self.assertLessEqual({'imgfetch', 'imgexec', 'ifopen', 'ifclose',
+                                  'set', 'isset', 'iseq', 'inc', 'goto',
+                                  'sanboot', 'reboot', 'exit'}, c.commands)
+
+    def test_trixie(self):
+        caps = caps_of(samples.trixie_iso())
+        self.assertEqual(TRIXIE_FEATURES, list(caps['bios'].features))
+        self.assertEqual(TRIXIE_EFI_FEATURES, list(caps['uefi'].features))
+        for c in caps.values():
+            self.assertEqual({'https': True, 'http': True, 'tftp': True,
+                              'dns': True, 'vlan': True, 'ipv6': True},
+                             c.summary)
+            self.assertLessEqual({'vcreate', 'poweroff'}, c.commands)
+
+    def test_genfsimg_layout(self):
+        caps = caps_of(samples.genfsimg_iso(self.tmp))
+        self.assertEqual(('/ipxe.lkrn', TRIXIE_FEATURES),
+                         (caps['bios'].binary, list(caps['bios'].features)))
+        self.assertEqual('/esp.img:/EFI/BOOT/BOOTX64.EFI',
+                         caps['uefi'].binary)
+        self.assertEqual(TRIXIE_EFI_FEATURES, list(caps['uefi'].features))
+
+    def test_lzma_offset_found_not_assumed(self):
+        # DESIGN section 3 measured these; the reader searches for them.
+        with open(samples.require(samples.BOOKWORM_LKRN), 'rb') as f:
+            bookworm = f.read()
+        offset, image = capabilities.lkrn_payload(bookworm)
+        self.assertEqual(4692, offset)
+        self.assertGreater(len(image), len(bookworm))
+        offset, _ = capabilities.lkrn_payload(
+            samples.trixie_file('ipxe.lkrn'))
+        self.assertEqual(4740, offset)
+        # The same bytes behind a longer prefix are still found.
+        shifted = bookworm[:4692] + b'\xff' * 100 + bookworm[4692:]
+        self.assertEqual(4792, capabilities.lkrn_payload(shifted)[0])
+        self.assertEqual(BOOKWORM_FEATURES, list(
+            capabilities.read(shifted, 'x').features))
+
+    def test_unreadable_is_unknown(self):
+        with open(samples.require(samples.BOOKWORM_LKRN), 'rb') as f:
+            lkrn = f.read()
+        for data in (b'', b'MZ' + b'\0' * 100, lkrn[:4000],
+                     lkrn[:4692] + b'\0' * 5000, os.urandom(20000)):
+            caps = capabilities.read(data, 'x')
+            self.assertFalse(caps.readable)
+            self.assertTrue(caps.reason)
+            self.assertEqual([], capabilities.problems(
+                caps, 'https://h/m', None, 'chain x'))
+
+    def test_inspect_shows_each_path(self):
+        out = subprocess.run(
+            [sys.executable, '-m', 'nova_ipxe.cli', 'inspect', '--json',
+             samples.bookworm_iso()], capture_output=True, text=True,
+            cwd=samples.REPO, check=True).stdout
+        info = json.loads(out)
+        self.assertFalse(info['bios']['ipxe']['https'])
+        self.assertEqual(BOOKWORM_FEATURES, info['bios']['ipxe']['features'])
+        self.assertEqual(BOOKWORM_EFI_FEATURES,
+                         info['uefi']['ipxe']['features'])
+        text = subprocess.run(
+            [sys.executable, '-m', 'nova_ipxe.cli', 'inspect',
+             samples.trixie_iso()], capture_output=True, text=True,
+            cwd=samples.REPO, check=True).stdout
+        self.assertIn('BIOS iPXE: /ipxe.krn (lkrn (LZMA)): features VLAN',
+                      text)
+        self.assertIn('HTTPS yes, IPv6 yes, DNS yes, VLAN yes', text)
+
+
+class NeedsTestCase(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.trixie = caps_of(samples.trixie_iso())['bios']
+        self.v4 = netdata.parse(self.network_data()).nics[0]
+        self.v6_only = dataclasses.replace(self.v4, ipv4=None, gateway4=None)
+        self.script = builder.render_script(builder.Instance(
+            network_data=self.network_data()), self.conf).text
+
+    def test_script_commands(self):
+        self.assertEqual(
+            {'echo', 'set', 'isset', 'iseq', 'inc', 'goto', 'ifclose',
+             'ifopen', 'imgfetch', 'imgexec', 'sleep', 'sanboot', 'exit'},
+            capabilities.script_commands(self.script))
+
+    def test_each_need(self):
+        no_v6 = dataclasses.replace(self.trixie, ipv6=False)
+        no_dns = dataclasses.replace(self.trixie, features=tuple(
+            f for f in self.trixie.features if f != 'DNS'))
+        no_exec = dataclasses.replace(
+            self.trixie, commands=self.trixie.commands - {'imgexec'})
+        for caps, url, nic, expected in (
+                (no_v6, 'http://[2001:db8::1]/m', self.v4,
+                 'the boot menu URL is on the IPv6 address 2001:db8::1 but '
+                 'it has no IPv6'),
+                (no_v6, 'http://192.0.2.1/m', self.v6_only,
+                 'the menu NIC fa:16:3e:12:34:56 has only an IPv6 address '
+                 'but it has no IPv6'),
+                (no_dns, 'http://boot.example/m', self.v4,
+                 'the boot menu URL names the host boot.example but it has '
+                 'no DNS'),
+                (no_exec, 'http://192.0.2.1/m', self.v4,
+                 'the script runs imgexec, which it lacks')):
+            problems = capabilities.problems(caps, url, nic, self.script)
+            self.assertEqual(1, len(problems), problems)
+            self.assertIn(expected, problems[0])
+        # What it has is not a problem; settings in the host are not known
+        # before boot.
+        for url in ('https://[2001:db8::1]/m', 'tftp://boot.example/m',
+                    'http://${next-server}/m'):
+            self.assertEqual([], capabilities.problems(
+                self.trixie, url, self.v6_only, self.script))
+
+
+class BuildRefusalTestCase(base.TestCase):
+
+    def build(self, source, url, **flags):
+        self.flags(boot_menu_url=url, **flags)
+        out = os.path.join(self.tmp, 'out.iso')
+        return out, lambda: builder.build_iso(source, builder.Instance(
+            network_data=self.network_data()), out, self.conf)
+
+    def test_https_menu_refused_for_bookworm(self):
+        out, build = self.build(samples.bookworm_iso(),
+                                'https://boot.example/m')
+        e = self.assertRaises(exception.IpxeCapabilityMissing, build)
+        self.assertEqual(exception.OPERATOR, e.category)
+        self.assertIn('BIOS iPXE (/ipxe.krn)', str(e))
+        self.assertIn('is https:// but it has no HTTPS (features: DNS HTTP',
+                      str(e))
+        self.assertNotIn('boot.example', e.safe_message)
+        self.assertEqual([], os.listdir(self.tmp))  # nothing left behind
+
+    def test_https_menu_builds_for_trixie(self):
+        out, build = self.build(samples.trixie_iso(), 'https://boot.example/m',
+                                uefi='require')
+        result, _ = build()
+        self.assertTrue(result.uefi)
+        self.assertTrue(os.path.isfile(out))
+
+    def test_genfsimg_https(self):
+        source = samples.genfsimg_iso(self.tmp)
+        _, build = self.build(source, 'https://boot.example/m')
+        self.assertTrue(build()[0].bios)
+
+
+def mixed_iso(tmp):
+    """BIOS: trixie's iPXE (HTTPS). UEFI: bookworm's, without HTTPS.
+
+    Bookworm's EFI iPXE ignores autoexec.ipxe; the name is appended so
+    that the ISO reader takes it for one that runs the script (it is
+    never booted).
+    """
+    isolinux, ldlinux, _ = samples.bookworm_parts()
+    with open(samples.require('/boot/ipxe.efi'), 'rb') as f:
+        loader = f.read() + b'autoexec.ipxe\0'
+    esp = samples.fat_image(os.path.join(tmp, 'esp.img'), {
+        '/EFI/BOOT/BOOTX64.EFI': loader}, size_kib=2048)
+    with open(esp, 'rb') as f:
+        esp = f.read()
+    cfg = b'DEFAULT ipxe.lkrn\nLABEL ipxe.lkrn\n KERNEL ipxe.lkrn\n'
+    return samples.write_iso(os.path.join(tmp, 'mixed.iso'), {
+        ('/ISOLINUX.BIN;1', '/isolinux.bin'): isolinux,
+        ('/LDLINUX.C32;1', '/ldlinux.c32'): ldlinux,
+        ('/ISOLINUX.CFG;1', '/isolinux.cfg'): cfg,
+        ('/IPXE.LKRN;1', '/ipxe.lkrn'):
+            samples.trixie_file('ipxe.lkrn'),
+        ('/ESP.IMG;1', '/esp.img'): esp,
+    }, bios='/ISOLINUX.BIN;1', efi='/ESP.IMG;1')
+
+
+class PerBootPathTestCase(base.TestCase):
+
+    build = BuildRefusalTestCase.build
+
+    def setUp(self):
+        super().setUp()
+        self.source = mixed_iso(self.tmp)
+        caps = caps_of(self.source)
+        self.assertTrue(caps['bios'].has('HTTPS'))
+        self.assertFalse(caps['uefi'].has('HTTPS'))
+
+    def test_auto_drops_the_unfit_uefi_entry(self):
+        logger = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        _, build = self.build(self.source, 'https://boot.example/m')
+        result, _ = build()
+        self.assertEqual((True, False), (result.bios, result.uefi))
+        self.assertIn('its UEFI iPXE (/esp.img:/EFI/BOOT/BOOTX64.EFI) '
+                      'cannot boot the menu', logger.output)
+        self.assertIn('Dropping the UEFI boot entry', logger.output)
+
+    def test_require_refuses(self):
+        _, build = self.build(self.source, 'https://boot.example/m',
+                              uefi='require')
+        e = self.assertRaises(exception.IpxeCapabilityMissing, build)
+        self.assertIn('UEFI iPXE', str(e))
+
+    def test_http_keeps_both(self):
+        _, build = self.build(self.source, 'http://boot.example/m',
+                              uefi='require')
+        self.assertTrue(build()[0].uefi)

@@ -1,0 +1,136 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+import json
+import os
+import subprocess
+import urllib.parse
+
+from nova_ipxe import builder
+from nova_ipxe import exception
+from nova_ipxe import signature
+from tests import base
+from tests import samples
+from tests.unit import ipxe_syntax
+
+VECTORS = os.path.join(os.path.dirname(__file__), 'signature_vectors.json')
+UUID = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f'
+KEY = 'operator-secret-key-0123456789'
+
+
+def load_vectors():
+    with open(VECTORS, encoding='utf-8') as f:
+        return json.load(f)
+
+
+class VectorTestCase(base.TestCase):
+
+    def test_valid_vectors(self):
+        for v in load_vectors()['valid']:
+            self.assertEqual(v['canonical'], signature.canonical(
+                v['kid'], v['ts'], v['path'], v['fields']), v['name'])
+            self.assertEqual(v['sig'], signature.sign(
+                v['key'], v['kid'], v['ts'], v['path'], v['fields']))
+            verified = signature.verify(v['keys'], v['path'], v['query'])
+            self.assertEqual((v['kid'], v['ts'], v['fields']),
+                             (verified.kid, verified.ts, verified.fields))
+
+    def test_vectors_match_openssl(self):
+        # An independent HMAC-SHA256 over the canonical text as written
+        # in the file: what a menu server in another language computes.
+        for v in load_vectors()['valid']:
+            out = subprocess.run(
+                ['openssl', 'dgst', '-sha256', '-hmac', v['key']],
+                input=v['canonical'].encode('utf-8'), capture_output=True,
+                check=True).stdout.decode()
+            self.assertEqual(v['sig'], out.split()[-1], v['name'])
+
+    def test_invalid_vectors_refused(self):
+        for v in load_vectors()['invalid']:
+            e = self.assertRaises(signature.InvalidSignature,
+                                  signature.verify, v['keys'], v['path'],
+                                  v['query'])
+            self.assertEqual(v['reason'], str(e), v['name'])
+
+    def test_rotation_and_age(self):
+        v = load_vectors()['valid'][0]
+        keys = {'old': 'x' * 16, v['kid']: v['key']}
+        self.assertEqual(v['kid'], signature.verify(
+            keys, v['path'], v['query']).kid)
+        signature.verify(keys, v['path'], v['query'], now=v['ts'] + 60,
+                         max_age=60)
+        e = self.assertRaises(signature.InvalidSignature, signature.verify,
+                              keys, v['path'], v['query'],
+                              now=v['ts'] + 61, max_age=60)
+        self.assertIn('signed 61 seconds ago', str(e))
+        # The right signature under another key id's key is refused.
+        self.assertRaises(signature.InvalidSignature, signature.verify,
+                          {v['kid']: 'y' * 16}, v['path'], v['query'])
+
+
+class SignedScriptTestCase(base.TestCase):
+
+    def render(self, data=None):
+        return builder.render_script(builder.Instance(
+            network_data=data or self.network_data(), uuid=UUID,
+            hostname='demo-1'), self.conf)
+
+    def url(self, text):
+        return ipxe_syntax.command_lines(text, 'imgfetch')[0][5]
+
+    def test_signed_chain_url_verifies(self):
+        self.flags(menu_signing_key=KEY, menu_signing_key_id='2026-12')
+        text = self.render().text
+        parts = urllib.parse.urlsplit(self.url(text))
+        self.assertEqual(['uuid', 'hostname', 'mac', 'ip', 'ts', 'kid',
+                          'sig'],
+                         [k for k, _ in urllib.parse.parse_qsl(parts.query)])
+        verified = signature.verify({'2026-12': KEY}, parts.path,
+                                    parts.query)
+        self.assertEqual({'uuid': UUID, 'hostname': 'demo-1',
+                          'mac': 'fa:16:3e:12:34:56', 'ip': '192.0.2.10'},
+                         verified.fields)
+        self.assertNotIn(KEY, text)  # only the signature is in the ISO
+        tampered = parts.query.replace('192.0.2.10', '192.0.2.11')
+        self.assertRaises(signature.InvalidSignature, signature.verify,
+                          {'2026-12': KEY}, parts.path, tampered)
+
+    def test_dhcp_ip_is_after_sig_and_unsigned(self):
+        self.flags(menu_signing_key=KEY)
+        data = samples.two_nics()
+        data['networks'][1]['routes'] = []
+        url = self.url(self.render(data).text)
+        self.assertTrue(url.endswith('&ip=${ip}'), url)
+        parts = urllib.parse.urlsplit(url.replace('${ip}', '203.0.113.5'))
+        verified = signature.verify({'1': KEY}, parts.path, parts.query)
+        self.assertNotIn('ip', verified.fields)
+
+    def test_operator_query_kept_path_signed(self):
+        self.flags(menu_signing_key=KEY,
+                   boot_menu_url='http://b/m.ipxe?site=a&n=$${net0/mac}')
+        parts = urllib.parse.urlsplit(self.url(self.render().text))
+        self.assertTrue(parts.query.startswith('site=a&n=${net0/mac}&'))
+        signature.verify({'1': KEY}, '/m.ipxe', parts.query)
+        self.assertRaises(signature.InvalidSignature, signature.verify,
+                          {'1': KEY}, '/other.ipxe', parts.query)
+
+    def test_bad_signing_configuration(self):
+        self.flags(menu_signing_key='short')
+        self.assertRaises(exception.ConfigError, self.render)
+        self.flags(menu_signing_key=KEY, menu_identity=False)
+        self.assertRaises(exception.ConfigError, self.render)
+        self.flags(menu_identity=True,
+                   boot_menu_url='http://b/$${hostname}/m.ipxe')
+        e = self.assertRaises(exception.SigningError, self.render)
+        self.assertEqual(exception.OPERATOR, e.category)
+        self.assertRaises(ValueError, self.flags,
+                          menu_signing_key_id='bad id')
