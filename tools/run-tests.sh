@@ -42,12 +42,12 @@ suite() {
 # tests/__init__.py).
 wanted core && suite core .venv ./tests "$@"
 
-<<<<<<< HEAD
 # Nova 21 (XenAPI driver era) in .venv-nova21: the legacy 2013 chain.
 if wanted nova21; then
     tools/install-nova21.sh
     suite nova21 .venv-nova21 ./tests/nova21
-=======
+fi
+
 # ipxe.LibvirtDriver on the real Nova 34, in its own venv (.venv-nova):
 # our tests through Nova's functional harness (tests/nova), then a
 # representative subset of Nova's own functional libvirt tests with every
@@ -65,7 +65,6 @@ if wanted nova; then
     suite nova-upstream .venv-nova ./tests/nova_upstream --concurrency 2 \
         --exclude-regex 'test_machine_type_and_bus_and_model_migration' \
         $upstream
->>>>>>> libvirt
 fi
 
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
