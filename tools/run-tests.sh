@@ -57,6 +57,25 @@ if wanted nova21; then
     suite nova21 .venv-nova21 ./tests/nova21
 fi
 
+# ipxe.LibvirtDriver on the real Nova 34, in its own venv (.venv-nova):
+# our tests through Nova's functional harness (tests/nova), then a
+# representative subset of Nova's own functional libvirt tests with every
+# compute as ipxe.LibvirtDriver (tests/nova_upstream; the whole directory
+# with NOVA_UPSTREAM_TESTS=all). The subset includes the tests that wrap
+# _get_guest_config onto Nova's class (machine type, stateless firmware,
+# device bus migration).
+if wanted nova; then
+    tools/install-nova.sh
+    suite nova .venv-nova ./tests/nova --concurrency 2
+    upstream=${NOVA_UPSTREAM_TESTS:-'test_(machine_type|stateless_firmware|device_bus_migration|rescue_deleted_base|uefi|vif_model)\.'}
+    [ "$upstream" = all ] && upstream=
+    # That one fails with Nova's stock driver too (7 != 6 verified image
+    # properties in _assert_guest_config), here as with ours.
+    suite nova-upstream .venv-nova ./tests/nova_upstream --concurrency 2 \
+        --exclude-regex 'test_machine_type_and_bus_and_model_migration' \
+        $upstream
+fi
+
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
     echo "== boot times measured by the functional tests (QEMU TCG)"
     python3 - "$NOVA_IPXE_BOOT_TIMINGS" <<'EOF'

@@ -1,0 +1,607 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``compute_driver = ipxe.LibvirtDriver``: Nova's libvirt driver, plus
+boot from a flagged iPXE ISO with the instance's own network settings.
+
+An instance whose image is an iPXE ISO (:func:`nova_ipxe.image.
+is_ipxe_image`) gets the layout the 2013 XenAPI feature gave it: a blank
+root disk of the flavor's ``root_gb`` under Nova's own name ``disk`` (the
+first ``<disk>`` and the first disk-bus device, so snapshot, shelve and
+legacy rescue take the installed OS), and a per-instance ISO built from
+Nova's cached copy of the image, attached as a CD that boots first.
+Every other instance is left to the stock driver untouched.
+
+Override points (Nova 34, see DESIGN.md 7b and ``NOVA_OVERRIDES``):
+
+* ``_create_and_inject_local_root``: fetch the ISO into ``_base`` with
+  Nova's own cache and lock, then create the blank ``disk``;
+* ``_get_guest_xml``, the one hook with ``network_info`` on every path
+  (spawn, hard reboot, rescue, finish_migration, finish_revert): build the
+  ISO and rewrite a copy of ``disk_info`` so that ``disk`` is a disk;
+* ``_get_guest_storage_config``: add the CD with ``<boot order='1'>`` and
+  give the disk order 2.  No ``boot_index`` is left in the rewritten
+  mapping, so Nova's ``_conf_non_lxc`` emits no ``<os><boot>`` (libvirt
+  refuses both kinds mixed) and ``_get_guest_config`` needs no override;
+* ``default_device_names_for_instance`` and
+  ``get_device_name_for_instance``: keep the root's device name free;
+* ``pre_live_migration``: build the ISO on the destination before Nova
+  creates missing files there as zeros;
+* ``_needs_rebase_original_qcow2_image``: never rebase an unshelved OS
+  disk onto the ISO.
+"""
+
+import copy
+import os
+import struct
+
+from nova import block_device
+from nova.compute import task_states
+from nova.compute import vm_states
+from nova import exception as nova_exception
+from nova.virt.libvirt import blockinfo
+from nova.virt.libvirt import config as vconfig
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import imagebackend
+from nova.virt.libvirt import imagecache
+from nova.virt.libvirt import utils as libvirt_utils
+from oslo_log import log as logging
+from oslo_utils import fileutils
+from oslo_utils import strutils
+from oslo_utils import units
+
+from nova_ipxe import builder
+from nova_ipxe import conf as ipxe_conf
+from nova_ipxe import esp
+from nova_ipxe import exception
+from nova_ipxe import menuurl
+from nova_ipxe.virt import netinfo
+
+LOG = logging.getLogger(__name__)
+CONF = ipxe_conf.CONF
+
+# The per-instance ISO, in the instance directory (removed with it).
+ISO_NAME = 'ipxe.iso'
+# During a rescue; unrescue deletes "*.rescue" in the instance directory.
+RESCUE_ISO_NAME = 'ipxe.iso.rescue'
+# Where the CD's device name and path travel in our copy of disk_info.
+CD_KEY = 'ipxe.cd'
+# Server metadata that takes a server out of the menu for good.
+BOOT_KEY = 'ipxe_boot'
+# Image backends whose root disk is a file in the instance directory.
+SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
+
+# The Nova methods this class overrides, with the signature it was written
+# against; tests/unit/virt/test_libvirt.py fails when Nova changes one.
+NOVA_OVERRIDES = {
+    '_create_and_inject_local_root': (
+        'self, context, instance, disk_mapping, booted_from_volume, '
+        'suffix, disk_images, injection_info, fallback_from_host'),
+    '_get_guest_xml': (
+        'self, context, instance, network_info, disk_info, image_meta, '
+        'rescue=None, block_device_info=None, mdevs=None, accel_info=None, '
+        'share_info=None, old_guest=None'),
+    '_get_guest_storage_config': (
+        'self, context, instance, image_meta, disk_info, rescue, '
+        'block_device_info, flavor, os_type'),
+    'default_device_names_for_instance': (
+        'self, instance, root_device_name, *block_device_lists'),
+    'get_device_name_for_instance': 'self, instance, bdms, block_device_obj',
+    'pre_live_migration': (
+        'self, context, instance, block_device_info, network_info, '
+        'disk_info, migrate_data'),
+    '_needs_rebase_original_qcow2_image': 'self, instance, backend',
+}
+SUPPORTED_NOVA = '34.x (2026.2); tested with 34.0.0'
+
+
+class IpxeBootFailed(nova_exception.ImageUnacceptable):
+    """The per-instance ISO could not be built.
+
+    An ImageUnacceptable, so that the compute manager aborts the build
+    (no reschedule) with this message in the tenant-visible fault; the
+    message is the core error's ``safe_message`` (no host path, no option
+    value), the detailed one goes to the log.
+    """
+
+
+def _props(image_meta):
+    """The iPXE flag of an ImageMeta as the core's rule reads it."""
+    if not image_meta.obj_attr_is_set('disk_format'):
+        return None, {}
+    value = image_meta.properties.get('hw_ipxe_boot')
+    return image_meta.disk_format, {'hw_ipxe_boot': value}
+
+
+def image_meta_is_ipxe(image_meta):
+    disk_format, props = _props(image_meta)
+    return builder.is_ipxe_image(disk_format, props)
+
+
+def left_menu(instance):
+    """The tenant set server metadata ``ipxe_boot=false``."""
+    value = (instance.metadata or {}).get(BOOT_KEY)
+    return value is not None and not strutils.bool_from_string(
+        value, default=True)
+
+
+def pe_signed(data):
+    """Whether a PE image carries an Authenticode certificate table."""
+    data = bytes(data)
+    try:
+        pe = struct.unpack_from('<I', data, 0x3c)[0]
+        if data[:2] != b'MZ' or data[pe:pe + 4] != b'PE\0\0':
+            return False
+        opt = pe + 24
+        magic = struct.unpack_from('<H', data, opt)[0]
+        dirs = opt + (112 if magic == 0x20b else 96)
+        count = struct.unpack_from('<I', data, dirs - 4)[0]
+        if count <= 4:
+            return False
+        offset, size = struct.unpack_from('<II', data, dirs + 4 * 8)
+    except struct.error:
+        return False
+    return size > 0 and offset + size <= len(data)
+
+
+def efi_loader_signed(base):
+    """The ISO's UEFI iPXE loader is signed (Secure Boot can run it)."""
+    if base.efi is None or not base.efi.loader:
+        return False
+    try:
+        fat = esp.FatImage(base.file_bytes(base.efi.image),
+                           base.efi.image.path, writable=False)
+        return pe_signed(fat.read_file(base.efi.loader) or b'')
+    except exception.NovaIpxeError:
+        return False
+
+
+def _fail(error, instance, image_id):
+    LOG.error('nova-ipxe: %s', error, instance=instance)
+    raise IpxeBootFailed(image_id=image_id,
+                         reason=error.safe_message) from error
+
+
+class LibvirtDriver(libvirt_driver.LibvirtDriver):
+    """Nova's libvirt driver with iPXE ISO boot."""
+
+    # -- which instances are ours ----------------------------------------
+
+    def _ipxe_layout(self, instance, image_meta=None, block_device_info=None,
+                     check=False):
+        """Blank root ``disk`` + CD layout (flagged ISO, not from volume).
+
+        With ``check``, refuse image backends the layout cannot work on.
+        """
+        if image_meta is None or not image_meta.obj_attr_is_set(
+                'disk_format'):
+            # Evacuate passes an empty ImageMeta.
+            image_meta = instance.image_meta
+        if not image_meta_is_ipxe(image_meta):
+            return False
+        if block_device_info and self._is_booted_from_volume(
+                block_device_info):
+            return False
+        if check and CONF.libvirt.images_type not in SUPPORTED_IMAGES_TYPES:
+            raise IpxeBootFailed(
+                image_id=instance.image_ref,
+                reason='iPXE ISO boot needs a file-based image backend on '
+                       'the compute host (qcow2 or flat), not %s'
+                       % CONF.libvirt.images_type)
+        return True
+
+    @staticmethod
+    def _base_path(image_id):
+        return os.path.join(CONF.instances_path,
+                            CONF.image_cache.subdirectory_name,
+                            imagecache.get_cache_fname(image_id))
+
+    # -- the base ISO and the blank root ---------------------------------
+
+    def _fetch_base(self, context, instance, image_id,
+                    fallback_from_host=None):
+        """``_base/<sha1(image_id)>`` through Nova's own image cache.
+
+        Nova's fetch, lock, format safety check and fallback_from_host;
+        the file is never modified.
+        """
+        base = _BaseOnly(self._base_path(image_id))
+        self._try_fetch_image_cache(base, libvirt_utils.fetch_image, context,
+                                    os.path.basename(base.path), image_id,
+                                    instance, None, fallback_from_host)
+        return base.path
+
+    def _create_and_inject_local_root(self, context, instance, disk_mapping,
+                                      booted_from_volume, suffix, disk_images,
+                                      injection_info, fallback_from_host):
+        image_id = disk_images['image_id']
+        if suffix == '.rescue' and self._rescue_image_is_ipxe(context,
+                                                              image_id):
+            # The rescue CD is built in _get_guest_xml; no disk.rescue.
+            self._fetch_base(context, instance, image_id, fallback_from_host)
+            return False
+        # Unshelve spawns from the snapshot, with instance.image_ref set
+        # to it (manager._unshelve_instance): stock path.
+        if (suffix or booted_from_volume or image_id != instance.image_ref
+                or instance.vm_state == vm_states.SHELVED_OFFLOADED
+                or not self._ipxe_layout(instance, check=True)):
+            return super()._create_and_inject_local_root(
+                context, instance, disk_mapping, booted_from_volume, suffix,
+                disk_images, injection_info, fallback_from_host)
+        self._fetch_base(context, instance, image_id, fallback_from_host)
+        backend = self.image_backend.by_name(
+            instance, 'disk', disk_info_mapping=disk_mapping['disk'])
+        created = not backend.exists()
+        if instance.task_state == task_states.RESIZE_FINISH:
+            try:
+                backend.create_snap(libvirt_utils.RESIZE_SNAPSHOT_NAME)
+            except NotImplementedError:
+                pass
+        size = instance.flavor.root_gb * units.Gi
+        if created:
+            fmt = ('qcow2' if isinstance(backend, imagebackend.Qcow2)
+                   else 'raw')
+            with fileutils.remove_path_on_error(backend.path):
+                # A root_gb of 0 still needs a disk to install onto.
+                libvirt_utils.create_image(backend.path, fmt,
+                                           size or units.Gi)
+            if hasattr(backend, 'correct_format'):
+                backend.correct_format()  # Flat: record it in disk.info
+            LOG.info('nova-ipxe: created the blank root disk (%d GiB)',
+                     instance.flavor.root_gb or 1, instance=instance)
+        elif size and size > backend.get_disk_size(backend.path):
+            backend.resize_image(size)
+        return created
+
+    def _needs_rebase_original_qcow2_image(self, instance, backend):
+        # Unshelving an iPXE server: its OS disk must not be rebased onto
+        # the ISO it was installed from.
+        if image_meta_is_ipxe(instance.image_meta):
+            return False
+        return super()._needs_rebase_original_qcow2_image(instance, backend)
+
+    # -- device names ----------------------------------------------------
+
+    @staticmethod
+    def _root_disk_dev(instance, image_meta):
+        disk_bus = blockinfo.get_disk_bus_for_device_type(
+            instance, CONF.libvirt.virt_type, image_meta, 'disk')
+        return disk_bus, blockinfo.find_disk_dev_for_disk_bus({}, disk_bus)
+
+    def default_device_names_for_instance(self, instance, root_device_name,
+                                          *block_device_lists):
+        super().default_device_names_for_instance(
+            instance, root_device_name, *block_device_lists)
+        if not self._ipxe_layout(instance):
+            return
+        # Nova named the root as the CD (hda/sda) and gave the first disk
+        # name (vda) to an ephemeral, swap or volume: move those up one,
+        # in order, so the blank root keeps vda.
+        bus, root_dev = self._root_disk_dev(instance, instance.image_meta)
+        prefix = blockinfo.get_dev_prefix_for_disk_bus(bus)
+        bdms = [bdm for lst in block_device_lists for bdm in lst
+                if bdm.device_name and bdm.boot_index != 0]
+        names = {block_device.strip_dev(b.device_name): b
+                 for b in bdms}
+        if root_dev not in names:
+            return
+        mine = sorted((n for n in names if n.startswith(prefix)),
+                      key=lambda n: (len(n), n))
+        taken = {n: {'dev': n} for n in names if n not in mine}
+        taken['ipxe.root'] = {'dev': root_dev}
+        for name in mine:
+            new = blockinfo.find_disk_dev_for_disk_bus(taken, bus)
+            taken[name] = {'dev': new}
+            bdm = names[name]
+            bdm.device_name = '/dev/' + new
+            bdm.save()
+
+    def get_device_name_for_instance(self, instance, bdms, block_device_obj):
+        if not self._ipxe_layout(instance):
+            return super().get_device_name_for_instance(
+                instance, bdms, block_device_obj)
+        # Stock, with the root's disk name reserved.
+        block_device_info = libvirt_driver.driver.get_block_device_info(
+            instance, bdms)
+        mapping = blockinfo.get_disk_info(
+            CONF.libvirt.virt_type, instance, instance.image_meta,
+            block_device_info=block_device_info)['mapping']
+        mapping['ipxe.root'] = {
+            'dev': self._root_disk_dev(instance, instance.image_meta)[1]}
+        block_device_obj.device_name = None
+        info = blockinfo.get_info_from_bdm(
+            instance, CONF.libvirt.virt_type, instance.image_meta,
+            block_device_obj, mapping=mapping)
+        return block_device.prepend_dev(info['dev'])
+
+    # -- the per-instance ISO --------------------------------------------
+
+    def _rescue_image(self, context, image_id):
+        try:
+            return self._image_api.get(context, image_id)
+        except nova_exception.ImageNotFound:
+            return None
+
+    def _rescue_image_is_ipxe(self, context, image_id):
+        image = self._rescue_image(context, image_id)
+        return bool(image) and builder.is_ipxe_image(
+            image.get('disk_format'), image.get('properties'))
+
+    def _build(self, context, instance, network_info, image_id, output,
+               image_properties, firmware_uefi=False, secure_boot=False):
+        """Build ``output`` from the image's ``_base`` copy, or fail."""
+        base_path = self._base_path(image_id)
+        if not os.path.exists(base_path):
+            # e.g. a new host after a migration, or an aged cache.
+            self._fetch_base(context, instance, image_id)
+        try:
+            network_data, names = netinfo.network_data(
+                network_info, dhcp=CONF.ipxe.dhcp_subnets)
+            st = os.stat(base_path)
+            base = builder.PARSED_BASES.get(
+                ('nova', image_id, st.st_ino, st.st_size), base_path, CONF,
+                name='image %s' % image_id)
+            if secure_boot and not efi_loader_signed(base):
+                raise exception.UnsupportedIso(
+                    source='image %s' % image_id,
+                    reason='os_secure_boot is required and its UEFI iPXE '
+                           'loader is not signed')
+            spec = builder.Instance(
+                network_data=network_data, uuid=instance.uuid,
+                hostname=instance.hostname, network_names=names,
+                image_properties=image_properties,
+                server_metadata=dict(instance.metadata or {}))
+            rendered = builder.render_script(spec, CONF)
+            uefi = 'require' if firmware_uefi else CONF.ipxe.uefi
+            result = base.build(rendered.text, output, uefi=uefi)
+            LOG.info('nova-ipxe: built %s (%d bytes, UEFI %s), menu from %s',
+                     output, result.size, 'yes' if result.uefi else 'no',
+                     rendered.menu_url_source, instance=instance)
+        except exception.NovaIpxeError as e:
+            if not builder.stock_on_failure(e, CONF):
+                raise
+            # Boot the unmodified ISO: a copy, so _base stays untouched.
+            tmp = output + '.part'
+            with fileutils.remove_path_on_error(tmp):
+                libvirt_utils.copy_image(base_path, tmp)
+                os.replace(tmp, output)
+        return output
+
+    def _instance_image_properties(self, instance):
+        # Unknown image properties survive only here, cut to 255.
+        key = 'image_' + menuurl.OVERRIDE_KEY
+        value = (instance.system_metadata or {}).get(key)
+        return {menuurl.OVERRIDE_KEY: value} if value else {}
+
+    @staticmethod
+    def _firmware(image_meta):
+        props = image_meta.properties
+        uefi = props.get('hw_firmware_type') == 'uefi'
+        secure = uefi and props.get('os_secure_boot') == 'required'
+        return uefi, secure
+
+    def _remove(self, path, instance):
+        try:
+            os.unlink(path)
+            LOG.info('nova-ipxe: removed %s', path, instance=instance)
+        except FileNotFoundError:
+            pass
+
+    def _get_guest_xml(self, context, instance, network_info, disk_info,
+                       image_meta, rescue=None, block_device_info=None,
+                       mdevs=None, accel_info=None, share_info=None,
+                       old_guest=None):
+        disk_info = self._ipxe_disk_info(context, instance, network_info,
+                                         disk_info, image_meta, rescue,
+                                         block_device_info)
+        return super()._get_guest_xml(
+            context, instance, network_info, disk_info, image_meta,
+            rescue=rescue, block_device_info=block_device_info, mdevs=mdevs,
+            accel_info=accel_info, share_info=share_info,
+            old_guest=old_guest)
+
+    def _ipxe_disk_info(self, context, instance, network_info, disk_info,
+                        image_meta, rescue, block_device_info):
+        """Build the ISO(s) and return the disk_info to render, a copy."""
+        inst_dir = libvirt_utils.get_instance_path(instance)
+        layout = self._ipxe_layout(instance, image_meta, block_device_info,
+                                   check=True)
+        rescue_iso = None
+        if rescue:
+            rescue_id = rescue.get('image_id')
+            image = rescue_id and self._rescue_image(context, rescue_id)
+            if image and builder.is_ipxe_image(image.get('disk_format'),
+                                               image.get('properties')):
+                uefi, secure = self._firmware(image_meta)
+                rescue_iso = self._try_build(
+                    context, instance, network_info, rescue_id,
+                    os.path.join(inst_dir, RESCUE_ISO_NAME),
+                    {menuurl.OVERRIDE_KEY: image['properties'].get(
+                        menuurl.OVERRIDE_KEY)}, uefi, secure)
+        if not layout and not rescue_iso:
+            return self._no_cd_root(instance, disk_info, image_meta, rescue)
+
+        disk_info = copy.deepcopy(disk_info)
+        mapping = disk_info['mapping']
+        legacy_rescue = bool(rescue) and (
+            mapping.get('disk.rescue') == mapping.get('root'))
+        if layout and not legacy_rescue and 'disk' in mapping:
+            # Nova mapped the root as the CD (hda, or sda on q35): the
+            # blank disk takes the first disk-bus name, our CD that slot.
+            cd_slot = dict(mapping['disk'])
+            bus, root_dev = self._root_disk_dev(instance, image_meta)
+            mapping['disk'] = {'bus': bus, 'dev': root_dev, 'type': 'disk'}
+            mapping['root'] = dict(mapping['disk'])
+            if not rescue:
+                iso_path = os.path.join(inst_dir, ISO_NAME)
+                if left_menu(instance):
+                    self._remove(iso_path, instance)
+                else:
+                    uefi, secure = self._firmware(image_meta)
+                    self._try_build(context, instance, network_info,
+                                    instance.image_ref, iso_path,
+                                    self._instance_image_properties(
+                                        instance), uefi, secure)
+                    mapping[CD_KEY] = dict(cd_slot, type='cdrom',
+                                           path=iso_path, boot_order='1')
+                    mapping['disk']['boot_order'] = '2'
+        if rescue_iso:
+            info = mapping['disk.rescue']
+            if legacy_rescue or info['type'] != 'cdrom':
+                # Legacy rescue (or hw_rescue_device=disk) puts it on the
+                # disk bus: make it a CD on the CD bus instead.
+                info = blockinfo.get_next_disk_info(
+                    {k: v for k, v in mapping.items()
+                     if k not in ('root', 'disk.rescue')},
+                    disk_info['cdrom_bus'], 'cdrom')
+            info = dict(info, type='cdrom', path=rescue_iso,
+                        boot_order='1', ipxe=True)
+            mapping['disk.rescue'] = info
+            if legacy_rescue:
+                mapping['root'] = info  # keeps Nova's legacy branch
+            # In front of the server's own disk.
+            mapping['disk']['boot_order'] = '2'
+        # Per-device boot order only: no boot_index may reach
+        # get_boot_order(), or Nova would add <os><boot> too.
+        for info in mapping.values():
+            if isinstance(info, dict):
+                info.pop('boot_index', None)
+        return disk_info
+
+    def _no_cd_root(self, instance, disk_info, image_meta, rescue):
+        """A root left a CD by its BDM, on an image that is no ISO.
+
+        Nova keeps the image BDM's device_type once it is ``cdrom``
+        (blockinfo.get_root_info), so after a rebuild from an ISO to a
+        disk image, or an unshelve from the snapshot of an ISO-booted
+        server, the OS disk would be presented as a CD.  Present it as
+        the disk it is, on the first disk name (which ours reserved).
+        """
+        mapping = disk_info['mapping']
+        disk = mapping.get('disk')
+        if (rescue or not disk or disk.get('type') != 'cdrom'
+                or not image_meta.obj_attr_is_set('disk_format')
+                or image_meta.disk_format == 'iso'):
+            return disk_info
+        disk_info = copy.deepcopy(disk_info)
+        mapping = disk_info['mapping']
+        bus, root_dev = self._root_disk_dev(instance, image_meta)
+        root = {'bus': bus, 'dev': root_dev, 'type': 'disk',
+                'boot_index': '1'}
+        mapping['disk'], mapping['root'] = root, dict(root)
+        return disk_info
+
+    def _try_build(self, context, instance, network_info, image_id, output,
+                   image_properties, uefi, secure):
+        try:
+            return self._build(context, instance, network_info, image_id,
+                               output, image_properties, uefi, secure)
+        except exception.NovaIpxeError as e:
+            self._remove(output, instance)
+            _fail(e, instance, image_id)
+
+    def _get_guest_storage_config(self, context, instance, image_meta,
+                                  disk_info, rescue, block_device_info,
+                                  flavor, os_type):
+        devices = super()._get_guest_storage_config(
+            context, instance, image_meta, disk_info, rescue,
+            block_device_info, flavor, os_type)
+        mapping = disk_info['mapping']
+        root = mapping.get('disk') or {}
+        rescue_cd = mapping.get('disk.rescue') or {}
+        for i, dev in enumerate(devices):
+            if not isinstance(dev, vconfig.LibvirtConfigGuestDisk):
+                continue
+            if rescue_cd.get('ipxe') and dev.target_dev == rescue_cd['dev']:
+                # Nova rendered disk.rescue from its backend: our ISO.
+                devices[i] = self._cdrom_config(rescue_cd)
+            elif (root.get('boot_order') and dev.target_dev == root['dev']
+                    and dev.source_device == 'disk'):
+                dev.boot_order = root['boot_order']
+        if mapping.get(CD_KEY):
+            devices.append(self._cdrom_config(mapping[CD_KEY]))
+        return devices
+
+    def _cdrom_config(self, info):
+        cd = vconfig.LibvirtConfigGuestDisk()
+        cd.source_type = 'file'
+        cd.source_device = 'cdrom'
+        cd.source_path = info['path']
+        cd.target_bus = info['bus']
+        cd.target_dev = info['dev']
+        cd.driver_format = 'raw'
+        if CONF.libvirt.virt_type in ('qemu', 'kvm'):
+            cd.driver_name = 'qemu'
+        cd.readonly = True
+        cd.boot_order = info['boot_order']
+        self._set_cache_mode(cd)
+        return cd
+
+    # -- moves -------------------------------------------------------------
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, disk_info, migrate_data):
+        # Nova creates the instance directory here (and refuses an
+        # existing one) and creates missing unbacked files, our ISO among
+        # them, as zeros (_create_images_and_backing): build it for this
+        # host afterwards, before the guest starts here.
+        result = super().pre_live_migration(
+            context, instance, block_device_info, network_info, disk_info,
+            migrate_data)
+        if self._ipxe_layout(instance) and not left_menu(instance):
+            inst_dir = libvirt_utils.get_instance_path_at_destination(
+                instance, migrate_data)
+            uefi, secure = self._firmware(instance.image_meta)
+            self._try_build(context, instance, network_info,
+                            instance.image_ref,
+                            os.path.join(inst_dir, ISO_NAME),
+                            self._instance_image_properties(instance),
+                            uefi, secure)
+        return result
+
+
+class _BaseOnly(imagebackend.Flat):
+    """An image whose ``cache()`` only fills ``_base`` (no instance file).
+
+    Lets ``_try_fetch_image_cache`` do Nova's fetch under Nova's lock and
+    run Nova's format safety check, without creating an overlay or copy
+    of the ISO in the instance directory.
+    """
+
+    def __init__(self, base_path):
+        self.disk_name = os.path.basename(base_path)
+        imagebackend.Image.__init__(self, base_path, 'file', 'raw',
+                                    is_block_dev=False)
+        self.preallocate = False
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def correct_format(self):
+        pass
+
+    def create_image(self, prepare_template, base, size, safe=False, *args,
+                     **kwargs):
+        if not os.path.exists(base):
+            prepare_template(target=base, *args, **kwargs)
+        if not CONF.workarounds.disable_deep_image_inspection:
+            inspector = imagebackend.images.get_image_format(base)
+            try:
+                inspector.safety_check()
+            except Exception as e:
+                LOG.warning('Base image %s failed safety check: %s', base, e)
+                raise nova_exception.InvalidDiskInfo(
+                    reason='Base image failed safety check')
+        imagebackend._update_utime_ignore_eacces(base)
+
+    def flatten(self):
+        raise NotImplementedError()
