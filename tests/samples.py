@@ -70,6 +70,21 @@ def require_tool(name):
     return path
 
 
+def self_signed_cert(directory, name='server'):
+    """(certificate, key) paths of a fresh self-signed loopback certificate.
+
+    The certificate is its own CA: pass it as ``ca_file`` to trust it.
+    """
+    cert = os.path.join(directory, name + '.pem')
+    key = os.path.join(directory, name + '.key')
+    subprocess.run(
+        [require_tool('openssl'), 'req', '-x509', '-newkey', 'rsa:2048',
+         '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+         '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+        check=True, capture_output=True)
+    return cert, key
+
+
 def bookworm_iso():
     """Debian bookworm's ipxe.iso: BIOS only (its EFI iPXE is too old)."""
     return require(BOOKWORM_ISO)

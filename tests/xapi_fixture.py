@@ -32,11 +32,16 @@ PLUGIN_SOURCE = os.path.join(samples.REPO, 'xenapi_plugins', 'ipxe.py')
 
 
 class StandinFixture(fixtures.Fixture):
-    """``url``, ``sr_dir``, ``plugin_dir``, ``info`` (refs), ``control``."""
+    """``url``, ``sr_dir``, ``plugin_dir``, ``info`` (refs), ``control``.
+
+    With ``tls=(certificate, key)`` the stand-in also serves HTTPS at
+    ``tls_url`` (else None); ``url`` and ``control`` stay plain HTTP.
+    """
 
     def __init__(self, plugin_python=None, env=None, address=None,
-                 port=None):
+                 port=None, tls=None):
         super().__init__()
+        self.tls = tls
         self.plugin_python = plugin_python
         self.env = env
         self.address = address
@@ -59,6 +64,8 @@ class StandinFixture(fixtures.Fixture):
             cmd += ['--address', self.address]
         if self.port is not None:
             cmd += ['--port', str(self.port)]
+        if self.tls:
+            cmd += ['--tls-cert', self.tls[0], '--tls-key', self.tls[1]]
         env = dict(os.environ, **(self.env or {}))
         # The plugin accepts SR paths under this root only.
         env['NOVA_IPXE_SR_ROOTS'] = root
@@ -69,7 +76,9 @@ class StandinFixture(fixtures.Fixture):
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError('the XAPI stand-in did not start')
-        self.url = json.loads(line)['url']
+        urls = json.loads(line)
+        self.url = urls['url']
+        self.tls_url = urls.get('tls_url')
         if self.port == 80:
             self.url = self.url[:-len(':80')]
         self.control = xmlrpc.client.ServerProxy(self.url, allow_none=True)

@@ -38,7 +38,9 @@ fail with given details; special names ``upload_refuse`` (HTTP status),
 
 Run: ``python -m tools.xapi_standin --sr-dir DIR [--plugin-dir DIR]``;
 it prints one JSON line ``{"url": ...}`` once it listens (port 0: a free
-port on 127.0.0.1) and stops on SIGTERM or when its stdin closes.
+port on 127.0.0.1) and stops on SIGTERM or when its stdin closes.  With
+``--tls-cert`` and ``--tls-key`` the same calls are also served over
+HTTPS on a second free port, given as ``tls_url``.
 """
 
 import argparse
@@ -46,6 +48,7 @@ import http.server
 import json
 import os
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -490,18 +493,34 @@ def main(argv=None):
                              'with, split on spaces')
     parser.add_argument('--address', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=0)
+    parser.add_argument('--tls-cert', help='also serve HTTPS with this '
+                        'certificate (PEM), on a second free port')
+    parser.add_argument('--tls-key')
     args = parser.parse_args(argv)
     store = Store(args.sr_dir, args.plugin_dir, args.plugin_python.split())
+    api = Api(store)
     server = Server((args.address, args.port), Handler)
-    server.api = Api(store)
+    servers = [server]
     host, port = server.server_address[:2]
-    print(json.dumps({'url': 'http://%s:%d' % (host, port)}), flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    urls = {'url': 'http://%s:%d' % (host, port)}
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        tls = Server((args.address, 0), Handler)
+        # A failed handshake raises in accept(), which the server ignores.
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        servers.append(tls)
+        urls['tls_url'] = 'https://%s:%d' % tls.server_address[:2]
+    for s in servers:
+        s.api = api
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    print(json.dumps(urls), flush=True)
     try:
         sys.stdin.read()  # until the parent closes it or dies
     except KeyboardInterrupt:
         pass
-    server.shutdown()
+    for s in servers:
+        s.shutdown()
 
 
 if __name__ == '__main__':

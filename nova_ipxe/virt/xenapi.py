@@ -185,9 +185,13 @@ class Xapi:
                     timeout=self.timeout,
                     headers={'Content-Type': 'application/octet-stream'})
             except requests.RequestException as e:
+                # requests names the URL, whose query holds the session
+                # ID (a credential): keep it out of the log.
+                details = str(e).replace(query, 'session_id=***')
                 raise exception.XapiUploadFailed(
                     vdi=vdi_ref, call='PUT /import_raw_vdi',
-                    code=type(e).__name__, details=str(e))
+                    code=type(e).__name__,
+                    details=details.replace(self.session_id(), '***'))
             if resp.status_code != 200:
                 raise exception.XapiUploadFailed(
                     vdi=vdi_ref, call='PUT /import_raw_vdi',

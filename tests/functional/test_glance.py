@@ -402,14 +402,7 @@ class TlsTestCase(GlanceTestCase):
 
     def setUp(self):
         super().setUp()
-        self.cert = os.path.join(self.tmp, 'glance.pem')
-        key = os.path.join(self.tmp, 'glance.key')
-        subprocess.run(
-            ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
-             '-keyout', key, '-out', self.cert, '-days', '1',
-             '-subj', '/CN=127.0.0.1',
-             '-addext', 'subjectAltName=IP:127.0.0.1'],
-            check=True, capture_output=True)
+        self.cert, key = samples.self_signed_cert(self.tmp, 'glance')
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
         self.tls = self.useFixture(_ProxyFixture(

@@ -15,6 +15,7 @@
 live objects counted after every fault."""
 
 import os
+import warnings
 
 from nova_ipxe import exception
 from nova_ipxe.virt import xenapi
@@ -25,11 +26,15 @@ from tests import xapi_fixture
 UUID = '6f1b4a3e-5a8e-4b52-9a55-0d3c2a1e4f10'
 
 
-class XenapiTestCase(base.TestCase):
+class StandinTestCase(base.TestCase):
+    """The stand-in, a session on it and the ISO; no tests of its own."""
+
+    def standin_fixture(self):
+        return xapi_fixture.StandinFixture()
 
     def setUp(self):
         super().setUp()
-        self.standin = self.useFixture(xapi_fixture.StandinFixture())
+        self.standin = self.useFixture(self.standin_fixture())
         self.vm = self.standin.info['vm']
         self.session = xenapi.connect(self.standin.url, 'root',
                                       self.standin.info['password'])
@@ -51,6 +56,9 @@ class XenapiTestCase(base.TestCase):
 
     def attach(self, data=None):
         return xenapi.attach_iso(self.xapi, self.vm, data or self.iso, UUID)
+
+
+class XenapiTestCase(StandinTestCase):
 
     def test_attach(self):
         self.xapi.call('VM.set_HVM_boot_params', self.vm,
@@ -186,3 +194,57 @@ class XenapiTestCase(base.TestCase):
         self.assertCounts(1, 1)
         self.assertEqual([vbd], self.xapi.call('VM.get_VBDs', self.vm))
         self.assertEqual(self.iso, self.standin.vdi_bytes(vdi))
+
+
+class TlsUploadTestCase(StandinTestCase):
+    """The upload over HTTPS, with a certificate made for the test.
+
+    XML-RPC stays on the stand-in's plain listener; the upload URL is its
+    TLS listener, so only the PUT to /import_raw_vdi meets the certificate.
+    """
+
+    def standin_fixture(self):
+        self.cert, key = samples.self_signed_cert(self.tmp, 'xapi')
+        return xapi_fixture.StandinFixture(tls=(self.cert, key))
+
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(self.standin.tls_url.startswith('https://'))
+
+    def over_tls(self, **kw):
+        self.xapi = xenapi.Xapi(self.session, url=self.standin.tls_url, **kw)
+
+    def assertAttached(self, vbd, vdi):
+        self.assertCounts(1, 1)
+        self.assertEqual([vbd], self.xapi.call('VM.get_VBDs', self.vm))
+        self.assertEqual(self.iso, self.standin.vdi_bytes(vdi))
+
+    def test_ca_file(self):
+        self.flags(group='ipxe', xenapi_ca_file=self.cert)
+        self.xapi = xenapi.Xapi.from_conf(self.session, self.conf,
+                                          url=self.standin.tls_url)
+        self.assertEqual(self.cert, self.xapi.verify)
+        self.assertAttached(*self.attach())
+
+    def test_untrusted_certificate(self):
+        self.over_tls()
+        e = self.assertRaises(exception.XapiUploadFailed, self.attach)
+        self.assertEqual(('PUT /import_raw_vdi', 'SSLError'),
+                         (e.call, e.code))
+        self.assertIn('CERTIFICATE_VERIFY_FAILED', str(e))
+        self.assertIn('/import_raw_vdi?session_id=***', str(e))
+        self.assertNotIn(self.xapi.session_id(), str(e))
+        self.assertEqual(exception.INFRASTRUCTURE, e.category)
+        self.assertNotIn(self.standin.tls_url, e.safe_message)
+        self.assertNothingLeft()
+
+    def test_insecure(self):
+        self.flags(group='ipxe', xenapi_insecure=True)
+        self.xapi = xenapi.Xapi.from_conf(self.session, self.conf,
+                                          url=self.standin.tls_url)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            vbd, vdi = self.attach()
+        self.assertAttached(vbd, vdi)
+        self.assertIn('Unverified HTTPS request',
+                      ' '.join(str(w.message) for w in caught))
