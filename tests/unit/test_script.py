@@ -31,6 +31,17 @@ from tests.unit import ipxe_syntax
 UUID = '8d0f7b6e-3c2a-4b1d-9e8f-7a6b5c4d3e2f'
 
 
+def two_static_nics():
+    # samples.two_nics() with a static first NIC and no default route on
+    # it, so the second NIC carries the menu.
+    data = samples.two_nics()
+    data['networks'][0] = {
+        'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
+        'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
+        'network_id': samples.NET_A}
+    return data
+
+
 class ScriptTestCase(base.TestCase):
 
     def render(self, data=None, **kw):
@@ -105,11 +116,7 @@ class ScriptTestCase(base.TestCase):
         self.assertTrue(self.chain_url(text).endswith('&ip=${ip}'))
 
     def test_two_nics_menu_nic_in_standard_settings(self):
-        data = samples.two_nics()
-        data['networks'][0] = {
-            'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
-            'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
-            'network_id': samples.NET_A}
+        data = two_static_nics()
         text = self.render(data).text
         sets = ipxe_syntax.command_lines(text, 'set')
         self.assertIn(('set', '${nipxe-nic0}/ip', '203.0.113.9'), sets)
@@ -200,11 +207,7 @@ class MenuNicLastTestCase(base.TestCase):
                          self.opens(rendered.text))
 
     def test_menu_nic_listed_second_is_opened_last(self):
-        data = samples.two_nics()
-        data['networks'][0] = {
-            'id': 'network0', 'type': 'ipv4', 'link': 'tapaaaaaaaa-aa',
-            'ip_address': '203.0.113.9', 'netmask': '255.255.255.0',
-            'network_id': samples.NET_A}
+        data = two_static_nics()
         text = self.render(data).text
         self.assertEqual([('ifopen', '${nipxe-nic0}'),
                           ('ifclose', '${nipxe-nic1}'),
