@@ -60,6 +60,21 @@ def _failure_details(error):
     return None
 
 
+def _raise_xapi_error(error, cls, call, **kwargs):
+    """Re-raise a XAPI failure or transport error as ``cls``.
+
+    Anything else (a programming error) propagates unchanged.
+    """
+    details = _failure_details(error)
+    if details is None and not isinstance(error, (OSError,
+                                                  xmlrpc.client.Error)):
+        raise error
+    raise cls(call=call,
+              code=details[0] if details else type(error).__name__,
+              details=' '.join(details[1:]) if details else str(error),
+              **kwargs) from error
+
+
 def connect(url, username, password, originator='nova-ipxe',
             ignore_ssl=False):
     """A logged-in ``XenAPI.Session``; a clear error when that fails."""
@@ -68,14 +83,8 @@ def connect(url, username, password, originator='nova-ipxe',
         session.xenapi.login_with_password(username, password, '1.0',
                                            originator)
     except Exception as e:
-        details = _failure_details(e)
-        if details is None and not isinstance(e, (OSError,
-                                                  xmlrpc.client.Error)):
-            raise
-        raise exception.XapiLoginFailed(
-            url=url, call='session.login_with_password',
-            code=details[0] if details else type(e).__name__,
-            details=' '.join(details[1:]) if details else str(e))
+        _raise_xapi_error(e, exception.XapiLoginFailed,
+                          'session.login_with_password', url=url)
     return session
 
 
@@ -115,14 +124,7 @@ class Xapi:
                 return self.session.call_xenapi(method, *args)
             return self.session.xenapi_request(method, args)
         except Exception as e:
-            details = _failure_details(e)
-            if details is None and not isinstance(e, (OSError,
-                                                      xmlrpc.client.Error)):
-                raise
-            raise exception.XapiError(
-                call=method,
-                code=details[0] if details else type(e).__name__,
-                details=' '.join(details[1:]) if details else str(e))
+            _raise_xapi_error(e, exception.XapiError, method)
 
     def session_id(self):
         if self._os_xenapi:
