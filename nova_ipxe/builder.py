@@ -214,23 +214,49 @@ class ParsedBases:
 PARSED_BASES = ParsedBases()
 
 
-def build_iso(base, instance, output, conf=CONF):
-    """Build the per-instance ISO at ``output`` from a parsed base.
+def _prepare(base, instance, conf, uefi):
+    """Render the script and check the ISO's iPXE can run it.
 
-    :param base: a :class:`nova_ipxe.iso.BaseIso` or a path to one.
-    :returns: (:class:`nova_ipxe.iso.BuildResult`, :class:`Script`)
+    Returns (parsed base, Script, uefi mode to build with).
     """
     if isinstance(base, str):
         base = load_base(base, conf)
     rendered = render_script(instance, conf)
-    uefi = check_capabilities(base, rendered, conf.ipxe.uefi)
-    result = base.build(rendered.text, output, uefi=uefi)
-    LOG.info('Built %s for %s (%d bytes, BIOS %s, UEFI %s), menu %s',
-             output, script.check_uuid(instance.uuid) or 'instance',
-             result.size,
+    uefi = check_capabilities(base, rendered, uefi or conf.ipxe.uefi)
+    return base, rendered, uefi
+
+
+def _log_built(what, instance, result, size, rendered):
+    LOG.info('Built %s for %s (%d bytes, BIOS %s, UEFI %s), menu from %s',
+             what, script.check_uuid(instance.uuid) or 'instance', size,
              'yes' if result.bios else 'no', 'yes' if result.uefi else 'no',
              rendered.menu_url_source)
+
+
+def build_iso(base, instance, output, conf=CONF, uefi=None):
+    """Build the per-instance ISO at ``output`` from a parsed base.
+
+    :param base: a :class:`nova_ipxe.iso.BaseIso` or a path to one.
+    :param uefi: ``off``, ``auto`` or ``require``; default ``[ipxe] uefi``
+        (a driver passes ``require`` for a guest with UEFI firmware).
+    :returns: (:class:`nova_ipxe.iso.BuildResult`, :class:`Script`)
+    """
+    base, rendered, uefi = _prepare(base, instance, conf, uefi)
+    result = base.build(rendered.text, output, uefi=uefi)
+    _log_built(output, instance, result, result.size, rendered)
     return result, rendered
+
+
+def build_iso_bytes(base, instance, conf=CONF, uefi=None):
+    """:func:`build_iso` in memory (for uploads, e.g. XenAPI).
+
+    :returns: (ISO bytes, :class:`nova_ipxe.iso.BuildResult`,
+        :class:`Script`)
+    """
+    base, rendered, uefi = _prepare(base, instance, conf, uefi)
+    data, result = base.build_bytes(rendered.text, uefi=uefi)
+    _log_built('the ISO', instance, result, len(data), rendered)
+    return data, result, rendered
 
 
 def build_iso_from_image(client, cache, image_id, instance, output,

@@ -64,7 +64,7 @@ from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import menuurl
-from nova_ipxe.virt import netinfo
+from nova_ipxe.virt import instance as ipxe_instance
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
@@ -338,14 +338,16 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _build(self, context, instance, network_info, image_id, output,
                image_properties, firmware_uefi=False, secure_boot=False):
-        """Build ``output`` from the image's ``_base`` copy, or fail."""
+        """Build ``output`` from the image's ``_base`` copy, or fail.
+
+        ``image_properties`` are the booted image's (a rescue image's);
+        None reads the instance's own from its system_metadata.
+        """
         base_path = self._base_path(image_id)
         if not os.path.exists(base_path):
             # e.g. a new host after a migration, or an aged cache.
             self._fetch_base(context, instance, image_id)
         try:
-            network_data, names = netinfo.network_data(
-                network_info, dhcp=CONF.ipxe.dhcp_subnets)
             st = os.stat(base_path)
             base = builder.PARSED_BASES.get(
                 ('nova', image_id, st.st_ino, st.st_size), base_path, CONF,
@@ -355,17 +357,13 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                     source='image %s' % image_id,
                     reason='os_secure_boot is required and its UEFI iPXE '
                            'loader is not signed')
-            spec = builder.Instance(
-                network_data=network_data, uuid=instance.uuid,
-                hostname=instance.hostname, network_names=names,
-                image_properties=image_properties,
-                server_metadata=dict(instance.metadata or {}))
-            rendered = builder.render_script(spec, CONF)
-            uefi = 'require' if firmware_uefi else CONF.ipxe.uefi
-            result = base.build(rendered.text, output, uefi=uefi)
-            LOG.info('nova-ipxe: built %s (%d bytes, UEFI %s), menu from %s',
-                     output, result.size, 'yes' if result.uefi else 'no',
-                     rendered.menu_url_source, instance=instance)
+            spec = ipxe_instance.spec(instance, network_info,
+                                      CONF.ipxe.dhcp_subnets,
+                                      image_properties)
+            # The core renders, checks the ISO's iPXE can fetch and run
+            # that menu (HTTPS, IPv6, ...), builds and logs.
+            builder.build_iso(base, spec, output, CONF,
+                              uefi='require' if firmware_uefi else None)
         except exception.NovaIpxeError as e:
             if not builder.stock_on_failure(e, CONF):
                 raise
@@ -375,12 +373,6 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 libvirt_utils.copy_image(base_path, tmp)
                 os.replace(tmp, output)
         return output
-
-    def _instance_image_properties(self, instance):
-        # Unknown image properties survive only here, cut to 255.
-        key = 'image_' + menuurl.OVERRIDE_KEY
-        value = (instance.system_metadata or {}).get(key)
-        return {menuurl.OVERRIDE_KEY: value} if value else {}
 
     @staticmethod
     def _firmware(image_meta):
@@ -448,9 +440,8 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 else:
                     uefi, secure = self._firmware(image_meta)
                     self._try_build(context, instance, network_info,
-                                    instance.image_ref, iso_path,
-                                    self._instance_image_properties(
-                                        instance), uefi, secure)
+                                    instance.image_ref, iso_path, None,
+                                    uefi, secure)
                     mapping[CD_KEY] = dict(cd_slot, type='cdrom',
                                            path=iso_path, boot_order='1')
                     mapping['disk']['boot_order'] = '2'
@@ -563,8 +554,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             uefi, secure = self._firmware(instance.image_meta)
             self._try_build(context, instance, network_info,
                             instance.image_ref,
-                            os.path.join(inst_dir, ISO_NAME),
-                            self._instance_image_properties(instance),
+                            os.path.join(inst_dir, ISO_NAME), None,
                             uefi, secure)
         return result
 

@@ -65,8 +65,7 @@ from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from nova_ipxe import iso
-from nova_ipxe import menuurl
-from nova_ipxe.virt import netinfo
+from nova_ipxe.virt import instance as ipxe_instance
 from nova_ipxe.virt import xenapi
 
 LOG = logging.getLogger(__name__)
@@ -163,16 +162,8 @@ class IpxeVMOps(vmops.VMOps):
         base = iso.BaseIso(data.getbuffer(),
                            source='Glance image %s' % image_meta.id,
                            max_size=opts.max_iso_size)
-        network_data, names = netinfo.network_data(
-            network_info, dhcp=opts.dhcp_subnets)
-        sysmeta = instance.system_metadata or {}
-        key = 'image_' + menuurl.OVERRIDE_KEY
-        rendered = builder.render_script(builder.Instance(
-            network_data=network_data, uuid=instance.uuid,
-            hostname=instance.hostname, network_names=names,
-            image_properties={menuurl.OVERRIDE_KEY: sysmeta.get(key)},
-            server_metadata=dict(instance.metadata or {})), CONF)
-        built, result = base.build_bytes(rendered.text, uefi=opts.uefi)
+        spec = ipxe_instance.spec(instance, network_info, opts.dhcp_subnets)
+        built, _, rendered = builder.build_iso_bytes(base, spec, CONF)
         LOG.info('Built the iPXE ISO (%d bytes, menu from %s) from image '
                  '%s', len(built), rendered.menu_url_source, image_meta.id,
                  instance=instance)

@@ -415,6 +415,15 @@ class FailureTestCase(IpxeLifecycleBase):
         server = self.boot(expected_state='ERROR')
         self.assert_fault(server, 'contact the cloud operator')
 
+    def test_menu_the_iso_cannot_fetch_is_an_operator_fault(self):
+        # Bookworm's iPXE has no HTTPS: the core's capability check runs
+        # on the driver's path too.
+        self.flags(boot_menu_url='https://boot.example/menu', group='ipxe')
+        server = self.boot(expected_state='ERROR')
+        fault = self.assert_fault(server, 'lacks a feature the boot menu '
+                                          'needs')
+        self.assertNotIn('boot.example', fault)
+
     def test_uefi_with_a_pre_2021_ipxe_is_a_fault(self):
         image = self.add_ipxe_image(image_id=uuids.uefi,
                                     hw_firmware_type='uefi')

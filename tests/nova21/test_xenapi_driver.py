@@ -156,6 +156,15 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.assertEqual({}, self.our_vdis())
         self.assertEqual([], self.conn.list_instances())
 
+    def test_menu_the_iso_cannot_fetch_fails_the_spawn(self):
+        # Bookworm's iPXE has no HTTPS: refused before any VDI exists.
+        self.flags(boot_menu_url='https://boot.example/menu', group='ipxe')
+        e = self.assertRaises(exception.IpxeCapabilityMissing, self.spawn)
+        self.assertIn('no HTTPS', str(e))
+        self.assertNotIn('boot.example', e.safe_message)
+        self.assertEqual({}, self.our_vdis())
+        self.assertEqual({}, self.uploads)
+
     def test_build_failure_boots_the_stock_iso_when_configured(self):
         self.flags(on_build_failure='stock', group='ipxe')
         bad = 'c2d3e4f5-a6b7-4c8d-9e0f-1a2b3c4d5e6f'
