@@ -483,3 +483,30 @@ class DeviceNamesTestCase(IpxeLifecycleBase):
         self._wait_for_volume_attach(server['id'], vol)
         attachment = self.api.get_server_volumes(server['id'])[0]
         self.assertEqual('/dev/vdd', attachment['device'])
+
+
+class ConfigDriveTestCase(IpxeLifecycleBase):
+
+    def test_config_drive_beside_the_ipxe_cd(self):
+        # Nova's config drive is a second CD (disk.config, genisoimage):
+        # it must neither take our CD's slot nor get a boot order.
+        self.flags(force_config_drive=True)
+        server = self.boot()
+        disks = self.disks(self.last_xml())
+        by_source = {os.path.basename(d['source']): d for d in disks}
+        self.assertEqual(('vda', 'disk', '2'), (
+            by_source['disk']['dev'], by_source['disk']['device'],
+            by_source['disk']['boot']))
+        self.assertEqual(('cdrom', '1'), (by_source['ipxe.iso']['device'],
+                                          by_source['ipxe.iso']['boot']))
+        self.assertEqual(('cdrom', False), (
+            by_source['disk.config']['device'],
+            by_source['disk.config']['boot']))
+        devs = [d['dev'] for d in disks]
+        self.assertEqual(len(devs), len(set(devs)))
+        self.assertEqual('disk', disks[0]['source'].rsplit('/', 1)[1])
+        self.assertTrue(os.path.getsize(os.path.join(
+            self.inst_dir(server), 'disk.config')) > 0)
+        self._reboot_server(server, hard=True)
+        self.assertEqual(sorted(devs), sorted(
+            d['dev'] for d in self.disks(self.last_xml())))
