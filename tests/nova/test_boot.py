@@ -53,3 +53,22 @@ class BootTestCase(test_libvirt.IpxeLifecycleBase):
         self.assertEqual(libvirt_base.PORT_IP, first['client'])
         self.assertEqual(libvirt_base.PORT_MAC, first['query']['mac'])
         self.assertEqual(server['id'], first['query']['uuid'])
+
+    def test_the_uefi_instance_iso_reaches_the_menu_without_dhcp(self):
+        # hw_firmware_type=uefi on q35: the ISO's UEFI entry carries the
+        # script (trixie's EFI iPXE reads autoexec.ipxe).
+        self.flags(chain_timeout=10, chain_retry_delay=1, group='ipxe')
+        image = self.add_ipxe_image(libvirt_base.TRIXIE_ISO,
+                                    image_id=libvirt_base.uuids.uefi_boot,
+                                    hw_firmware_type='uefi',
+                                    hw_machine_type='q35')
+        server = self.boot(image_id=image)
+        iso = os.path.join(self.inst_dir(server), 'ipxe.iso')
+        self.assertEqual([(iso, 'sata')],
+                         [(d['source'], d['bus']) for d in self.cds()])
+        summary = self.boot_in_qemu(iso, libvirt_base.PORT_MAC,
+                                    firmware='uefi')
+        self.assertEqual(0, summary['dhcp_packets'])
+        first = summary['requests'][0]
+        self.assertEqual((libvirt_base.PORT_IP, server['id']),
+                         (first['client'], first['query']['uuid']))
