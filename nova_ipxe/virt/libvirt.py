@@ -433,6 +433,18 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             bus, root_dev = self._root_disk_dev(instance, image_meta)
             mapping['disk'] = {'bus': bus, 'dev': root_dev, 'type': 'disk'}
             mapping['root'] = dict(mapping['disk'])
+            info = mapping.get('disk.rescue')
+            if rescue and info and info['dev'] == root_dev:
+                # Stable rescue gave the rescue disk the first disk name,
+                # free in Nova's CD-root mapping (blockinfo.
+                # get_disk_mapping): move it to the next free one, or
+                # the two would clash and Nova would take the rescue disk
+                # for the root (driver._get_guest_storage_config).
+                mapping['disk.rescue'] = dict(
+                    info, dev=blockinfo.find_disk_dev_for_disk_bus(
+                        {k: v for k, v in mapping.items()
+                         if k != 'disk.rescue' and isinstance(v, dict)},
+                        info['bus']))
             if not rescue:
                 iso_path = os.path.join(inst_dir, ISO_NAME)
                 if left_menu(instance):

@@ -270,6 +270,46 @@ class LifecycleTestCase(IpxeLifecycleBase):
                                                  'ipxe.iso.rescue')))
         self.assertTrue(os.path.exists(self.iso(server)))
 
+    def rescue_with(self, server, image):
+        self.api.post_server_action(server['id'], {
+            'rescue': {'rescue_image_ref': image}})
+        self._wait_for_state_change(server, 'RESCUE')
+        return self.disks(self.last_xml())
+
+    def test_stable_rescue_of_an_ipxe_server_with_a_normal_image(self):
+        server = self.boot()
+        normal = self.add_image(libvirt_base.blank_qcow2(self.tmp_dir()),
+                                disk_format='qcow2', image_id=uuids.qcow2,
+                                hw_rescue_device='disk')
+        disks = self.rescue_with(server, normal)
+        by_source = {os.path.basename(d['source']): d for d in disks}
+        # Nova's rescue disk boots first; the server's own disk is there,
+        # a disk; no iPXE CD during this rescue.
+        self.assertEqual(('disk', '1'), (by_source['disk.rescue']['device'],
+                                         by_source['disk.rescue']['boot']))
+        self.assertEqual('disk', by_source['disk']['device'])
+        self.assertEqual(('vda', 'vdb'), (by_source['disk']['dev'],
+                                          by_source['disk.rescue']['dev']))
+        self.assertNotIn('ipxe.iso.rescue', by_source)
+        self.assertEqual([], self.cds())
+        self.assertIsNone(self.last_xml().find('./os/boot'))
+        self._unrescue_server(server)
+        self.assertEqual(1, len(self.cds()))
+
+    def test_legacy_rescue_of_an_ipxe_server_with_a_normal_image(self):
+        server = self.boot()
+        normal = self.add_image(libvirt_base.blank_qcow2(self.tmp_dir()),
+                                disk_format='qcow2', image_id=uuids.qcow2)
+        disks = self.rescue_with(server, normal)
+        # Nova's legacy layout: the rescue disk first, then the server's.
+        self.assertEqual(
+            [('disk.rescue', 'disk'), ('disk', 'disk')],
+            [(os.path.basename(d['source']), d['device'])
+             for d in disks][:2])
+        self.assertEqual([], self.cds())
+        self._unrescue_server(server)
+        self.assertEqual(1, len(self.cds()))
+
     def test_rebuild_to_a_normal_image_and_back(self):
         server = self.boot()
         normal = self.add_image(libvirt_base.blank_qcow2(self.tmp_dir()),
