@@ -277,6 +277,26 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             instance, CONF.libvirt.virt_type, image_meta, 'disk')
         return disk_bus, blockinfo.find_disk_dev_for_disk_bus({}, disk_bus)
 
+    @classmethod
+    def _take_root_slot(cls, instance, image_meta, mapping):
+        """Give Nova's CD-root slot to the blank root disk, in ``mapping``.
+
+        Nova maps the ISO root as a CD (hda, or sda on q35).  The blank
+        root takes the first name of the disk bus; the CD keeps Nova's
+        slot unless both buses share a prefix (a sata or scsi root on
+        q35: sda), then it takes the next free name.  Returns the CD's
+        slot.
+        """
+        cd_slot = dict(mapping['disk'])
+        bus, root_dev = cls._root_disk_dev(instance, image_meta)
+        mapping['disk'] = {'bus': bus, 'dev': root_dev, 'type': 'disk'}
+        mapping['root'] = dict(mapping['disk'])
+        if cd_slot['dev'] == root_dev:
+            cd_slot['dev'] = blockinfo.find_disk_dev_for_disk_bus(
+                {k: v for k, v in mapping.items() if isinstance(v, dict)},
+                cd_slot['bus'])
+        return cd_slot
+
     def default_device_names_for_instance(self, instance, root_device_name,
                                           *block_device_lists):
         super().default_device_names_for_instance(
@@ -315,8 +335,13 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         mapping = blockinfo.get_disk_info(
             CONF.libvirt.virt_type, instance, instance.image_meta,
             block_device_info=block_device_info)['mapping']
-        mapping['ipxe.root'] = {
-            'dev': self._root_disk_dev(instance, instance.image_meta)[1]}
+        if mapping.get('disk', {}).get('type') == 'cdrom':
+            # Reserve the root's name and the CD's (_take_root_slot).
+            mapping[CD_KEY] = self._take_root_slot(
+                instance, instance.image_meta, mapping)
+        else:
+            mapping['ipxe.root'] = {
+                'dev': self._root_disk_dev(instance, instance.image_meta)[1]}
         block_device_obj.device_name = None
         info = blockinfo.get_info_from_bdm(
             instance, CONF.libvirt.virt_type, instance.image_meta,
@@ -429,12 +454,9 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         if layout and not legacy_rescue and 'disk' in mapping:
             # Nova mapped the root as the CD (hda, or sda on q35): the
             # blank disk takes the first disk-bus name, our CD that slot.
-            cd_slot = dict(mapping['disk'])
-            bus, root_dev = self._root_disk_dev(instance, image_meta)
-            mapping['disk'] = {'bus': bus, 'dev': root_dev, 'type': 'disk'}
-            mapping['root'] = dict(mapping['disk'])
+            cd_slot = self._take_root_slot(instance, image_meta, mapping)
             info = mapping.get('disk.rescue')
-            if rescue and info and info['dev'] == root_dev:
+            if rescue and info and info['dev'] == mapping['disk']['dev']:
                 # Stable rescue gave the rescue disk the first disk name,
                 # free in Nova's CD-root mapping (blockinfo.
                 # get_disk_mapping): move it to the next free one, or

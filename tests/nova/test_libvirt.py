@@ -501,6 +501,61 @@ class FirmwareTestCase(IpxeLifecycleBase):
         self.assertEqual('vda', self.disks(self.last_xml())[0]['dev'])
 
 
+class DiskBusTestCase(IpxeLifecycleBase):
+    """Root disk buses whose names share the CD's prefix ("sd" on q35)."""
+
+    def check(self, **props):
+        image = self.add_ipxe_image(image_id=uuids.bus, **props)
+        server = self.boot(image_id=image)
+        disks = self.disks(self.last_xml())
+        devs = [d['dev'] for d in disks]
+        self.assertEqual(len(devs), len(set(devs)), disks)
+        self.assertEqual(('disk', os.path.join(self.inst_dir(server),
+                                               'disk'), '2'),
+                         (disks[0]['device'], disks[0]['source'],
+                          disks[0]['boot']))
+        self.assertEqual([(self.iso(server), '1')],
+                         [(d['source'], d['boot']) for d in self.cds()])
+        self._reboot_server(server, hard=True)
+        self.assertEqual(devs, [d['dev'] for d in
+                                self.disks(self.last_xml())])
+        return disks
+
+    def test_sata_root_on_q35(self):
+        disks = self.check(hw_machine_type='q35', hw_disk_bus='sata')
+        self.assertEqual([('sda', 'sata'), ('sdb', 'sata')],
+                         [(d['dev'], d['bus']) for d in disks])
+
+    def test_sata_root_ephemeral_and_a_volume_on_q35(self):
+        self.useFixture(libvirt_base.nova_fixtures.CinderFixture(self))
+        self.flavor = self._create_flavor(disk=2, ephemeral=1,
+                                          name='m1.eph')
+        image = self.add_ipxe_image(image_id=uuids.bus,
+                                    hw_machine_type='q35',
+                                    hw_disk_bus='sata')
+        server = self.boot(image_id=image)
+        vol = libvirt_base.nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
+        self.api.post_server_volume(server['id'], {
+            'volumeAttachment': {'volumeId': vol}})
+        self._wait_for_volume_attach(server['id'], vol)
+        self.refresh_nw_cache(server)
+        self._reboot_server(server, hard=True)
+        disks = self.disks(self.last_xml())
+        devs = [d['dev'] for d in disks]
+        self.assertEqual(len(devs), len(set(devs)), disks)
+        # root sda, ephemeral sdb, our CD sdc: the volume takes sdd.
+        self.assertEqual('/dev/sdd', self.api.get_server_volumes(
+            server['id'])[0]['device'])
+        self.assertEqual([('sdc', '1')],
+                         [(d['dev'], d['boot']) for d in self.cds()])
+
+    def test_scsi_root_on_q35(self):
+        disks = self.check(hw_machine_type='q35', hw_disk_bus='scsi',
+                           hw_scsi_model='virtio-scsi')
+        self.assertEqual([('sda', 'scsi'), ('sdb', 'sata')],
+                         [(d['dev'], d['bus']) for d in disks])
+
+
 class DeviceNamesTestCase(IpxeLifecycleBase):
     def setUp(self):
         super().setUp()
