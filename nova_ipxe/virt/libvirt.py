@@ -77,6 +77,9 @@ RESCUE_ISO_NAME = 'ipxe.iso.rescue'
 CD_KEY = 'ipxe.cd'
 # Server metadata that takes a server out of the menu for good.
 BOOT_KEY = 'ipxe_boot'
+# Fetch failures after which the ISO built before is kept (_keep_built).
+GONE = (nova_exception.ImageNotFound, nova_exception.ImageNotAuthorized,
+        nova_exception.GlanceConnectionFailed)
 # Image backends whose root disk is a file in the instance directory.
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
 
@@ -365,13 +368,19 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                image_properties, firmware_uefi=False, secure_boot=False):
         """Build ``output`` from the image's ``_base`` copy, or fail.
 
+        Returns ``output``, or None when the image is gone and no ISO was
+        built before (:meth:`_keep_built`).
+
         ``image_properties`` are the booted image's (a rescue image's);
         None reads the instance's own from its system_metadata.
         """
         base_path = self._base_path(image_id)
         if not os.path.exists(base_path):
             # e.g. a new host after a migration, or an aged cache.
-            self._fetch_base(context, instance, image_id)
+            try:
+                self._fetch_base(context, instance, image_id)
+            except GONE as e:
+                return self._keep_built(instance, image_id, output, e)
         try:
             st = os.stat(base_path)
             base = builder.PARSED_BASES.get(
@@ -398,6 +407,27 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 libvirt_utils.copy_image(base_path, tmp)
                 os.replace(tmp, output)
         return output
+
+    def _keep_built(self, instance, image_id, output, error):
+        """The image cannot be fetched: the ISO built before, or None.
+
+        Images get deleted (golden image rotation) or made private while
+        servers booted from them live on.  A reboot must not break such a
+        server: it keeps the ISO built before (only network changes since
+        then are missing), or, with none (a new host), boots without the
+        CD, from its own disk.
+        """
+        if os.path.isfile(output):
+            LOG.warning('nova-ipxe: image %s cannot be fetched (%s) and is '
+                        'not in the image cache: keeping the ISO built '
+                        'before, %s; network changes since then are not '
+                        'in it', image_id, error, output, instance=instance)
+            return output
+        LOG.warning('nova-ipxe: image %s cannot be fetched (%s) and no ISO '
+                    'was built on this host: booting the server from its '
+                    'disk, without the iPXE CD', image_id, error,
+                    instance=instance)
+        return None
 
     @staticmethod
     def _firmware(image_meta):
@@ -473,12 +503,12 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                     self._remove(iso_path, instance)
                 else:
                     uefi, secure = self._firmware(image_meta)
-                    self._try_build(context, instance, network_info,
-                                    instance.image_ref, iso_path, None,
-                                    uefi, secure)
-                    mapping[CD_KEY] = dict(cd_slot, type='cdrom',
-                                           path=iso_path, boot_order='1')
-                    mapping['disk']['boot_order'] = '2'
+                    if self._try_build(context, instance, network_info,
+                                       instance.image_ref, iso_path, None,
+                                       uefi, secure):
+                        mapping[CD_KEY] = dict(cd_slot, type='cdrom',
+                                               path=iso_path, boot_order='1')
+                        mapping['disk']['boot_order'] = '2'
         if rescue_iso:
             info = mapping['disk.rescue']
             if legacy_rescue or info['type'] != 'cdrom':

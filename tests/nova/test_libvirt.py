@@ -205,6 +205,26 @@ class LifecycleTestCase(IpxeLifecycleBase):
         self.assertEqual(1, len(self.cds()))
         self.assertTrue(os.path.exists(self.iso(server)))
 
+    def test_hard_reboot_after_the_image_is_gone(self):
+        # Golden images get rotated: the ISO is deleted from Glance and
+        # the image cache ages its _base copy out.
+        server = self.boot()
+        self.glance.delete(self.ctxt, self.image_id)
+        os.unlink(self.base_file(self.image_id))
+        built = libvirt_base.read(self.iso(server))
+        # The ISO in the instance directory is kept and boots.
+        self._reboot_server(server, hard=True)
+        self.assertEqual(built, libvirt_base.read(self.iso(server)))
+        self.assertEqual([(self.iso(server), '1')],
+                         [(d['source'], d['boot']) for d in self.cds()])
+        # Without one (say, on a new host), the server boots its disk.
+        os.unlink(self.iso(server))
+        self._reboot_server(server, hard=True)
+        self.assertEqual([], self.cds())
+        self.assertEqual([('vda', 'disk')], [
+            (d['dev'], d['device']) for d in self.disks(self.last_xml())])
+        self.assertFalse(os.path.exists(self.iso(server)))
+
     def test_menu_url_from_server_metadata_and_image(self):
         image = self.add_ipxe_image(
             image_id=uuids.menu_image,
