@@ -113,7 +113,13 @@ ipxe_opts = [
                         ('stock', 'log the error and boot the unmodified '
                                   'ISO (the VM will then need DHCP or '
                                   'console typing)')],
-               help='What to do when the per-instance ISO cannot be built.'),
+               help='What to do when the per-instance ISO cannot be built '
+                    'for a new server (boot, rebuild, rescue). On a reboot '
+                    'or a move of an existing server the Nova drivers keep '
+                    'the ISO built before (or boot the server\'s disk when '
+                    'there is none) and log the error, since a failed reboot '
+                    'leaves the server in ERROR, where its tenant can no '
+                    'longer change the metadata at fault.'),
 ]
 
 GLANCE_GROUP = cfg.OptGroup(

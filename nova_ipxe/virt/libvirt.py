@@ -80,6 +80,11 @@ BOOT_KEY = 'ipxe_boot'
 # Fetch failures after which the ISO built before is kept (_keep_built).
 GONE = (nova_exception.ImageNotFound, nova_exception.ImageNotAuthorized,
         nova_exception.GlanceConnectionFailed)
+# Where a failed build fails the operation ([ipxe] on_build_failure):
+# the tenant can fix the cause and retry.  Anywhere else (reboots, moves)
+# the server keeps what it had (_keep_built).
+FAIL_TASK_STATES = (task_states.SPAWNING, task_states.REBUILD_SPAWNING,
+                    task_states.RESCUING)
 # Image backends whose root disk is a file in the instance directory.
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
 
@@ -165,6 +170,16 @@ def efi_loader_signed(base):
                            base.efi.image.path, writable=False)
         return pe_signed(fat.read_file(base.efi.loader) or b'')
     except exception.NovaIpxeError:
+        return False
+
+
+def _is_iso(path):
+    """An ISO 9660 image (its first volume descriptor), not a placeholder."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(16 * 2048 + 1)
+            return f.read(5) == b'CD001'
+    except OSError:
         return False
 
 
@@ -380,7 +395,9 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             try:
                 self._fetch_base(context, instance, image_id)
             except GONE as e:
-                return self._keep_built(instance, image_id, output, e)
+                return self._keep_built(
+                    instance, output, 'image %s cannot be fetched (%s) and '
+                    'is not in the image cache' % (image_id, e))
         try:
             st = os.stat(base_path)
             base = builder.PARSED_BASES.get(
@@ -408,25 +425,29 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 os.replace(tmp, output)
         return output
 
-    def _keep_built(self, instance, image_id, output, error):
-        """The image cannot be fetched: the ISO built before, or None.
+    def _keep_built(self, instance, output, why):
+        """The ISO cannot be rebuilt: the one built before, or None.
 
-        Images get deleted (golden image rotation) or made private while
-        servers booted from them live on.  A reboot must not break such a
-        server: it keeps the ISO built before (only network changes since
-        then are missing), or, with none (a new host), boots without the
-        CD, from its own disk.
+        A server that exists must not be made unbootable by a rebuild of
+        its ISO on a reboot or a move: Nova puts a server whose reboot
+        failed in ERROR, where its tenant can no longer change the server
+        metadata that could fix it (compute/api.py
+        update_instance_metadata), and images get deleted (golden image
+        rotation) while servers booted from them live on.  It keeps the
+        ISO built before (only network changes since are missing), or,
+        with none (a new host), boots its own disk without the CD.
         """
-        if os.path.isfile(output):
-            LOG.warning('nova-ipxe: image %s cannot be fetched (%s) and is '
-                        'not in the image cache: keeping the ISO built '
-                        'before, %s; network changes since then are not '
-                        'in it', image_id, error, output, instance=instance)
+        if _is_iso(output):
+            LOG.warning('nova-ipxe: %s: keeping the ISO built before, %s; '
+                        'network changes since then are not in it', why,
+                        output, instance=instance)
             return output
-        LOG.warning('nova-ipxe: image %s cannot be fetched (%s) and no ISO '
-                    'was built on this host: booting the server from its '
-                    'disk, without the iPXE CD', image_id, error,
-                    instance=instance)
+        # Nothing there, or what Nova made of a file it had no source for
+        # (zeros, pre_live_migration; left for the incoming guest, whose
+        # firmware then boots its disk): no CD from the next boot on.
+        LOG.warning('nova-ipxe: %s, and no ISO was built before on this '
+                    'host: booting the server from its disk, without the '
+                    'iPXE CD', why, instance=instance)
         return None
 
     @staticmethod
@@ -561,8 +582,12 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             return self._build(context, instance, network_info, image_id,
                                output, image_properties, uefi, secure)
         except exception.NovaIpxeError as e:
-            self._remove(output, instance)
-            _fail(e, instance, image_id)
+            if instance.task_state in FAIL_TASK_STATES:
+                self._remove(output, instance)
+                _fail(e, instance, image_id)
+            LOG.error('nova-ipxe: %s', e, instance=instance)
+            return self._keep_built(instance, output,
+                                    'the ISO could not be rebuilt')
 
     def _get_guest_storage_config(self, context, instance, image_meta,
                                   disk_info, rescue, block_device_info,

@@ -225,6 +225,29 @@ class LifecycleTestCase(IpxeLifecycleBase):
             (d['dev'], d['device']) for d in self.disks(self.last_xml())])
         self.assertFalse(os.path.exists(self.iso(server)))
 
+    def test_a_reboot_with_a_bad_override_keeps_the_server_bootable(self):
+        # A failed hard reboot would leave the server in ERROR, where its
+        # metadata can no longer be changed: keep what it had instead.
+        server = self.boot()
+        built = libvirt_base.read(self.iso(server))
+        self.api.post_server_metadata(server['id'], {
+            'ipxe_boot_menu_url': 'http://192.0.2.1/menu#fragment'})
+        self._reboot_server(server, hard=True)
+        self.assertEqual(built, libvirt_base.read(self.iso(server)))
+        self.assertEqual(1, len(self.cds()))
+        # The tenant can still fix it, and the next reboot takes it.
+        self.api.post_server_metadata(server['id'], {
+            'ipxe_boot_menu_url': 'http://192.0.2.1/fixed'})
+        self._reboot_server(server, hard=True)
+        self.assertIn('http://192.0.2.1/fixed',
+                      script_of(self.iso(server)))
+        # With no ISO built before, the disk boots.
+        os.unlink(self.iso(server))
+        self.api.post_server_metadata(server['id'], {
+            'ipxe_boot_menu_url': 'ftp://192.0.2.1/menu'})
+        self._reboot_server(server, hard=True)
+        self.assertEqual([], self.cds())
+
     def test_menu_url_from_server_metadata_and_image(self):
         image = self.add_ipxe_image(
             image_id=uuids.menu_image,
