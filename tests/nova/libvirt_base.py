@@ -24,6 +24,7 @@ import inspect
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -38,6 +39,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import imagebackend
 from nova.virt.libvirt import utils as libvirt_utils
+from oslo_serialization import jsonutils
 from oslo_utils.fixture import uuidsentinel as uuids
 
 from nova_ipxe import conf as ipxe_conf  # noqa: F401  registers [ipxe]
@@ -326,11 +328,54 @@ class IpxeLifecycleBase(IpxeServersTestBase):
         return os.path.join(self.inst_dir(server), name)
 
 
-# Driver calls a live migration makes on its destination (see own_storage).
-DEST_CALLS = ('check_can_live_migrate_destination',
-              'cleanup_live_migration_destination_check',
-              'pre_live_migration', 'post_live_migration_at_destination',
-              'rollback_live_migration_at_destination')
+# Driver calls that work on a compute's own instance directory when a
+# move comes to it (see own_storage): live migration, cold migration and
+# its revert, evacuate, the source's shared-storage checks.
+OWN_STORAGE_CALLS = (
+    'check_can_live_migrate_destination',
+    'cleanup_live_migration_destination_check', 'pre_live_migration',
+    'post_live_migration_at_destination',
+    'rollback_live_migration_at_destination', 'finish_migration',
+    'destroy', 'cleanup', 'check_instance_shared_storage_local',
+    'check_instance_shared_storage_cleanup', 'instance_on_disk', 'spawn')
+
+
+class _RemoteFs:
+    """Nova's RemoteFilesystem ("ssh host ...") onto the hosts' own paths.
+
+    ``host`` is the address the destination's driver gave
+    (get_host_ip_addr), mapped to the directory that stands for that
+    host's disk.
+    """
+
+    def __init__(self, test):
+        self.test = test
+
+    def _path(self, host, path):
+        return self.test.path_on(self.test.addresses[host], path)
+
+    def create_file(self, host, dst_path, on_execute=None,
+                    on_completion=None):
+        open(self._path(host, dst_path), 'w').close()
+
+    def remove_file(self, host, dst_path, on_execute=None,
+                    on_completion=None):
+        os.unlink(self._path(host, dst_path))
+
+    def create_dir(self, host, dst_path, on_execute=None,
+                   on_completion=None):
+        os.makedirs(self._path(host, dst_path), exist_ok=True)
+
+    def remove_dir(self, host, dst_path, on_execute=None,
+                   on_completion=None):
+        shutil.rmtree(self._path(host, dst_path), ignore_errors=True)
+
+    def copy_file(self, src, dst, on_execute=None, on_completion=None,
+                  compression=True):
+        def local(spec):
+            host, sep, path = spec.partition(':')
+            return self._path(host, path) if sep else spec
+        subprocess.run(['cp', '-r', local(src), local(dst)], check=True)
 
 
 class IpxeMoveBase(IpxeLifecycleBase):
@@ -356,8 +401,9 @@ class IpxeMoveBase(IpxeLifecycleBase):
         self.start_compute('compute2')
         for name in self.computes:
             self.watch(name)
-        # Per-host instances_path: name -> (shared path, own path).
+        # Per-host instances_path (None: the shared one); address -> host.
         self.storage = {}
+        self.addresses = {}
         self.migrate_params = []
         real_convert = libvirt_driver.LibvirtDriver._disk_raw_to_qcow2
 
@@ -414,47 +460,74 @@ class IpxeMoveBase(IpxeLifecycleBase):
         finally:
             CONF.set_override('instances_path', old)
 
-    def own_storage(self, hostname):
+    def own_storage(self, hostname, address='192.0.2.102'):
         """Give ``hostname`` an instances_path (and ``_base``) of its own.
 
         Stands for a host whose instance directory is on its own disk,
-        under the same path as every other host's: the driver calls a
-        live migration makes on its destination (DEST_CALLS) run with
-        ``CONF.instances_path`` swapped to a fresh directory (only one
-        compute works at a time during those calls: the source waits in
-        an RPC call), paths the source sends for the shared-storage test
-        file are read in that directory, and the live migration stub
-        rewrites the destination XML's paths into it.
+        under the same path as every other host's.  The driver calls a
+        move makes on that host (OWN_STORAGE_CALLS) run with
+        ``CONF.instances_path`` swapped to a fresh directory: only one
+        compute works at a time in those calls (the other waits in an RPC
+        call, or is down).  The host gets its own address, the other
+        hosts reach its directory through a RemoteFilesystem stand-in, a
+        shared-storage test file is looked for in the checking host's own
+        directory, and the live migration stub rewrites the destination
+        XML's paths into it.
         """
-        shared = CONF.instances_path
+        shared = self.storage.setdefault(None, CONF.instances_path)
         own = os.path.join(self.tmp_dir(), 'instances')
         os.mkdir(own)
-        self.storage[hostname] = (shared, own)
+        self.storage[hostname] = own
+        self.addresses[address] = hostname
         drv = self.computes[hostname].driver
-        for name in DEST_CALLS:
-            setattr(drv, name, self._in_storage(own, getattr(drv, name)))
-        real_remote = drv.check_instance_shared_storage_remote
+        for name in OWN_STORAGE_CALLS:
+            setattr(drv, name, self._in_storage(hostname, getattr(drv,
+                                                                  name)))
+        drv.get_host_ip_addr = lambda: address
+        remotefs = _RemoteFs(self)
+        for name, compute in self.computes.items():
+            compute.driver._remotefs = remotefs
+            real = compute.driver.check_instance_shared_storage_remote
 
-        def remote(context, data):
-            data = dict(data, filename=self.on_host(hostname,
-                                                    data['filename']))
-            return real_remote(context, data)
-        drv.check_instance_shared_storage_remote = remote
+            def remote(context, data, _name=name, _real=real):
+                data = dict(data, filename=self.path_on(
+                    _name, data['filename']))
+                return _real(context, data)
+            compute.driver.check_instance_shared_storage_remote = remote
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.volume.remotefs.RemoteFilesystem.copy_file',
+            lambda fs, src, dst, **kw: remotefs.copy_file(src, dst, **kw)))
+        self.assertNotEqual(shared, own)
         return own
 
-    def _in_storage(self, path, real):
+    def _in_storage(self, hostname, real):
+        sig = inspect.signature(real)
+
         def call(*args, **kwargs):
-            with self.instances_path(path):
-                return real(*args, **kwargs)
+            bound = sig.bind(*args, **kwargs)
+            info = bound.arguments.get('disk_info')
+            if isinstance(info, str) and real.__name__ == 'finish_migration':
+                # The source's disk list (JSON), with its paths: the same
+                # strings on a real destination, its own directory here.
+                disks = jsonutils.loads(info)
+                for disk in disks:
+                    disk['path'] = self.path_on(hostname, disk['path'])
+                bound.arguments['disk_info'] = jsonutils.dumps(disks)
+            with self.instances_path(self.root_of(hostname)):
+                return real(*bound.args, **bound.kwargs)
         return call
 
-    def on_host(self, hostname, path):
-        """Where ``path`` (a source-host path) is on ``hostname``."""
-        if hostname not in self.storage:
-            return path
-        shared, own = self.storage[hostname]
-        if path == shared or path.startswith(shared + os.sep):
-            return own + path[len(shared):]
+    def root_of(self, hostname):
+        return self.storage.get(hostname) or self.storage.get(
+            None, CONF.instances_path)
+
+    def path_on(self, hostname, path):
+        """The file ``path`` (a path on any host) names on ``hostname``."""
+        roots = sorted({self.root_of(h) for h in self.storage}
+                       | {self.root_of(hostname)}, key=len, reverse=True)
+        for root in roots:
+            if path == root or path.startswith(root + os.sep):
+                return self.root_of(hostname) + path[len(root):]
         return path
 
     def _migrate_stub(self, domain, destination, params, flags):
@@ -463,10 +536,11 @@ class IpxeMoveBase(IpxeLifecycleBase):
         # destination's own paths and a record of what it was given.
         dest = urllib.parse.urlparse(destination).hostname
         xml = params['destination_xml']
-        if dest in self.storage:
-            shared, own = self.storage[dest]
-            xml = xml.replace("'%s/" % shared, "'%s/" % own).replace(
-                '"%s/' % shared, '"%s/' % own)
+        root = ET.fromstring(xml)
+        for source in root.findall('./devices/disk/source'):
+            if source.get('file'):
+                source.set('file', self.path_on(dest, source.get('file')))
+        xml = ET.tostring(root, encoding='unicode')
         self.migrate_params.append(dict(params))
         self.events.append(self.guest_event('migrate', dest, xml))
         self.computes[dest].driver._host.get_connection().createXML(
