@@ -560,6 +560,13 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         if self._ipxe_layout(instance) and not left_menu(instance):
             inst_dir = libvirt_utils.get_instance_path_at_destination(
                 instance, migrate_data)
+            if not os.path.exists(self._base_path(instance.image_ref)):
+                # Nova fetches its own disks with the source as fallback
+                # (_create_images_and_backing, fallback_from_host=
+                # instance.host): the ISO too, or an image deleted from
+                # Glance would fail the migration here.
+                self._fetch_base(context, instance, instance.image_ref,
+                                 fallback_from_host=instance.host)
             uefi, secure = self._firmware(instance.image_meta)
             self._try_build(context, instance, network_info,
                             instance.image_ref,

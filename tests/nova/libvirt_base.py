@@ -486,6 +486,8 @@ class IpxeMoveBase(IpxeLifecycleBase):
         drv.get_host_ip_addr = lambda: address
         remotefs = _RemoteFs(self)
         for name, compute in self.computes.items():
+            # Nova's fallback_from_host names the source by host name.
+            self.addresses.setdefault(name, name)
             compute.driver._remotefs = remotefs
             real = compute.driver.check_instance_shared_storage_remote
 

@@ -133,6 +133,17 @@ class NonSharedColdMigrationTestCase(ColdMigrationTestCase):
 
     own_storage_on_dest = True
 
+    def test_cold_migrate_after_the_image_left_glance(self):
+        # finish_migration passes fallback_from_host=the source
+        # (driver.py:13022): compute2 copies the ISO's _base from there.
+        server = self.boot_on('compute1')
+        self.glance.delete(self.ctxt, self.image_id)
+        self.migrate(server)
+        with self.instances_path(self.root_of('compute2')):
+            base = self.base_file(self.image_id)
+        self.assertEqual(self.glance._imagedata[self.image_id],
+                         libvirt_base.read(base))
+
 
 class FlatColdMigrationTestCase(NonSharedColdMigrationTestCase):
     # Nova converts raw files to qcow2 on the destination of a cold
@@ -194,6 +205,19 @@ class LiveMigrationTestCase(MoveTestBase):
         # The source removed its own copy (block migration cleanup).
         self.assertFalse(os.path.exists(src_dir))
         self.assertEqual([server['id']], self.guests('compute2'))
+
+    def test_block_migration_after_the_image_left_glance(self):
+        # Nova's own disks come from the source then
+        # (_create_images_and_backing, fallback_from_host=instance.host):
+        # so must the destination's _base copy of the ISO.
+        server = self.boot_on('compute1')
+        own = self.own_storage('compute2')
+        self.glance.delete(self.ctxt, self.image_id)
+        server, since, path = self.live_migrate(server)
+        with self.instances_path(own):
+            base = self.base_file(self.image_id)
+        self.assertEqual(self.glance._imagedata[self.image_id],
+                         libvirt_base.read(base))
 
 
 class EvacuateTestCase(MoveTestBase):
