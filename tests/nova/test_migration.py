@@ -167,11 +167,31 @@ class LiveMigrationTestCase(MoveTestBase):
 
     def test_live_migration_shared_instance_path(self):
         server = self.boot_on('compute1')
+        # The source's QEMU has the ISO open while compute2 rebuilds it on
+        # the shared path: a new file replaces it, the open one is never
+        # rewritten under the running guest.
+        held = open(self.iso(server), 'rb')
+        self.addCleanup(held.close)
         server, since, path = self.live_migrate(server)
         self.assertEqual(self.iso(server), path)
+        self.assertEqual(
+            self.boot_sha,
+            libvirt_base.hashlib.sha256(held.read()).hexdigest())
         # Shared: the source's cleanup left the directory alone.
         self.assertTrue(os.path.exists(path))
         self.assertEqual([server['id']], self.guests('compute2'))
+
+    def test_live_migration_shared_path_same_settings_same_files(self):
+        # Nothing changed: the destination's build holds the very files
+        # the guest booted from.  (Not the same bytes: each build stamps
+        # its own dates and MBR disk signature.)
+        server = self.boot_on('compute1')
+        before = libvirt_base.samples.iso_files(self.iso(server))
+        since = self.mark('live-migrate')
+        server = self._live_migrate(server, host='compute2')
+        path, _, _ = self.assert_iso_built_there('compute2', since,
+                                                 op='migrate')
+        self.assertEqual(before, libvirt_base.samples.iso_files(path))
 
     def test_block_migration_to_a_host_with_its_own_storage(self):
         server = self.boot_on('compute1')
