@@ -34,8 +34,9 @@ Override points (Nova 34, see DESIGN.md 7b and ``NOVA_OVERRIDES``):
   refuses both kinds mixed) and ``_get_guest_config`` needs no override;
 * ``default_device_names_for_instance`` and
   ``get_device_name_for_instance``: keep the root's device name free;
-* ``pre_live_migration``: build the ISO on the destination before Nova
-  creates missing files there as zeros;
+* ``pre_live_migration``: build the ISO on the destination (its
+  ``_base`` copy fetched with the source host as fallback, as Nova's own
+  disks are) after Nova creates missing files there as zeros;
 * ``_needs_rebase_original_qcow2_image``: never rebase an unshelved OS
   disk onto the ISO.
 """
