@@ -405,6 +405,7 @@ class IpxeMoveBase(IpxeLifecycleBase):
         self.storage = {}
         self.addresses = {}
         self.migrate_params = []
+        self.fail_migration = False  # the live migration job fails
         real_convert = libvirt_driver.LibvirtDriver._disk_raw_to_qcow2
 
         def convert(path):
@@ -544,6 +545,9 @@ class IpxeMoveBase(IpxeLifecycleBase):
                 source.set('file', self.path_on(dest, source.get('file')))
         xml = ET.tostring(root, encoding='unicode')
         self.migrate_params.append(dict(params))
+        if self.fail_migration:
+            domain.fail_job()
+            return
         self.events.append(self.guest_event('migrate', dest, xml))
         self.computes[dest].driver._host.get_connection().createXML(
             xml, 'fake-createXML-doesnt-care-about-flags')

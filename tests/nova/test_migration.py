@@ -239,6 +239,22 @@ class LiveMigrationTestCase(MoveTestBase):
         self.assertEqual(self.glance._imagedata[self.image_id],
                          libvirt_base.read(base))
 
+    def test_failed_block_migration_leaves_nothing_on_the_destination(self):
+        server = self.boot_on('compute1')
+        own = self.own_storage('compute2')
+        self.flags(boot_menu_url=URL_MOVE, group='ipxe')
+        self.fail_migration = True
+        since = self.mark('live-migrate')
+        server = self._live_migrate(server, 'failed', host='compute2')
+        self.assertEqual('compute1', server['OS-EXT-SRV-ATTR:host'])
+        # compute2 had built its ISO; its rollback removed the directory.
+        dest = os.path.join(own, server['id'])
+        self.assertTrue(self.events_of('build', since, host='compute2',
+                                       path=os.path.join(dest, 'ipxe.iso')))
+        self.assertFalse(os.path.exists(dest))
+        # The source's ISO is the one its guest booted.
+        self.assertEqual(self.boot_sha, libvirt_base.sha256(self.iso(server)))
+
 
 class EvacuateTestCase(MoveTestBase):
 
