@@ -563,9 +563,9 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 instance, migrate_data)
             if not os.path.exists(self._base_path(instance.image_ref)):
                 # Nova fetches its own disks with the source as fallback
-                # (_create_images_and_backing, fallback_from_host=
-                # instance.host): the ISO too, or an image deleted from
-                # Glance would fail the migration here.
+                # (fallback_from_host=instance.host, driver.py:12174 in
+                # Nova 34): the ISO too, or an image deleted from Glance
+                # would fail the migration here.
                 self._fetch_base(context, instance, instance.image_ref,
                                  fallback_from_host=instance.host)
             uefi, secure = self._firmware(instance.image_meta)
