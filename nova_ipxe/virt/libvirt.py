@@ -34,8 +34,9 @@ Override points (Nova 34, see DESIGN.md 7b and ``NOVA_OVERRIDES``):
   refuses both kinds mixed) and ``_get_guest_config`` needs no override;
 * ``default_device_names_for_instance`` and
   ``get_device_name_for_instance``: keep the root's device name free;
-* ``pre_live_migration``: build the ISO on the destination before Nova
-  creates missing files there as zeros;
+* ``pre_live_migration``: build the ISO on the destination (its
+  ``_base`` copy fetched with the source host as fallback, as Nova's own
+  disks are) after Nova creates missing files there as zeros;
 * ``_needs_rebase_original_qcow2_image``: never rebase an unshelved OS
   disk onto the ISO.
 """
@@ -640,6 +641,13 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         if self._ipxe_layout(instance) and not left_menu(instance):
             inst_dir = libvirt_utils.get_instance_path_at_destination(
                 instance, migrate_data)
+            if not os.path.exists(self._base_path(instance.image_ref)):
+                # Nova fetches its own disks with the source as fallback
+                # (fallback_from_host=instance.host, driver.py:12174 in
+                # Nova 34): the ISO too, or an image deleted from Glance
+                # would fail the migration here.
+                self._fetch_base(context, instance, instance.image_ref,
+                                 fallback_from_host=instance.host)
             uefi, secure = self._firmware(instance.image_meta)
             self._try_build(context, instance, network_info,
                             instance.image_ref,

@@ -29,12 +29,7 @@ def CONF_instances_path():
     return libvirt_base.CONF.instances_path
 
 
-def script_of(iso_path):
-    files = samples.iso_files(iso_path)
-    scripts = [v.decode() for v in files.values()
-               if v.startswith(b'#!ipxe')]
-    assert scripts, sorted(files)
-    return scripts[0]
+script_of = libvirt_base.script_of
 
 
 class SpawnTestCase(libvirt_base.IpxeServersTestBase):
@@ -150,29 +145,7 @@ class FlatSpawnTestCase(SpawnTestCase):
         return script
 
 
-class IpxeLifecycleBase(libvirt_base.IpxeServersTestBase):
-
-    def setUp(self):
-        super().setUp()
-        self.start_compute()
-        self.flavor = self._create_flavor(disk=2, ephemeral=0,
-                                          name='m1.ipxe')
-        self.image_id = self.add_ipxe_image()
-
-    def boot(self, image_id=None, port=None, **kw):
-        port = port or self.lab_port()
-        server = self._create_server(image_uuid=image_id or self.image_id,
-                                     flavor_id=self.flavor,
-                                     networks=[{'port': port['id']}], **kw)
-        self.refresh_nw_cache(server)
-        return server
-
-    def cds(self):
-        return [d for d in self.disks(self.last_xml())
-                if d['device'] == 'cdrom']
-
-    def iso(self, server, name='ipxe.iso'):
-        return os.path.join(self.inst_dir(server), name)
+IpxeLifecycleBase = libvirt_base.IpxeLifecycleBase
 
 
 class LifecycleTestCase(IpxeLifecycleBase):
