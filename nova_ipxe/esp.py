@@ -151,6 +151,27 @@ class FatImage:
         offsets = map(self._cluster_offset, self._file_clusters(entry, path))
         return b''.join(d[o:o + cs] for o in offsets)[:entry.size]
 
+    def file_location(self, path):
+        """(entry offset, size, cluster offsets) of the file at ``path``.
+
+        The image offsets of its short directory entry and of each of its
+        clusters, in order; None if there is no such file.  What a caller
+        needs to rewrite the file's bytes and size in place, keeping its
+        cluster chain.
+        """
+        parts = _split(path)
+        directory = self._find_dir(parts[:-1]) if parts else None
+        entry = directory and self._find(directory, parts[-1])
+        if entry is None or entry.is_dir or entry.is_volume:
+            return None
+        return (directory.offsets[entry.last], entry.size,
+                [self._cluster_offset(c)
+                 for c in self._file_clusters(entry, path)])
+
+    @property
+    def cluster_size(self):
+        return self._cs
+
     def listdir(self, path='/'):
         """Names in directory ``path``: long name, else the short one."""
         directory = self._find_dir(_split(path))

@@ -34,12 +34,14 @@ script.
 """
 
 import array
+import collections
 import contextlib
 import dataclasses
 import io
 import os
 import posixpath
 import re
+import secrets
 import stat
 import sys
 import tempfile
@@ -114,6 +116,7 @@ class EfiBoot:
     loader: str = None     # path of the x86_64 loader inside the image
     autoexec: bool = False  # the loader runs autoexec.ipxe
     reason: str = None     # why the script cannot be injected, if not
+    cluster_size: int = None  # of the FAT image, when it takes the script
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,7 +511,7 @@ class BaseIso:
     """
 
     __slots__ = ('source', 'data', 'layout', '_uefi_dropped_once',
-                 '_capabilities')
+                 '_capabilities', '_templates', '_template_lock')
 
     def __init__(self, data, source='ISO', max_size=None):
         if max_size is not None and len(data) > max_size:
@@ -519,6 +522,8 @@ class BaseIso:
         put('data', memoryview(data).toreadonly())
         put('_uefi_dropped_once', _Once())
         put('_capabilities', {})  # read on first use, see capabilities()
+        put('_templates', collections.OrderedDict())  # see _template()
+        put('_template_lock', threading.Lock())
         check_structure(self.data, source)
         cdlib = _Cdlib()
         source_fp = _ViewReader(self.data)
@@ -854,38 +859,326 @@ class BaseIso:
         """Write the per-instance ISO to ``output`` atomically."""
         if isinstance(script, str):
             script = script.encode('ascii')
+        template = self._template(script, uefi)
+        if template is not None:
+            size = self._to_file(output, lambda f: template.write(f, script))
+            return dataclasses.replace(template.result, path=output,
+                                       size=size)
+        with self.assembled(script, uefi) as (new, result):
+            size = self._to_file(output, lambda f: self._write(new, f,
+                                                               script))
+        return dataclasses.replace(result, path=output, size=size)
+
+    @staticmethod
+    def _to_file(output, write):
+        """Call ``write(file)`` on a temporary file, then rename it."""
         directory = os.path.dirname(os.path.abspath(output))
         tmp = None
-        with self.assembled(script, uefi) as (new, result):
-            try:
-                fd, tmp = tempfile.mkstemp(
-                    dir=directory, prefix='.%s.' % os.path.basename(output),
-                    suffix='.tmp')
-                with os.fdopen(fd, 'wb') as f:
-                    self._write(new, f, script)
-                    size = f.tell()
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, output)
-                tmp = None
-            except OSError as e:
-                raise exception.IsoBuildFailed(
-                    path=output, reason=e.strerror or str(e))
-            finally:
-                if tmp is not None:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-        return dataclasses.replace(result, path=output, size=size)
+        try:
+            fd, tmp = tempfile.mkstemp(
+                dir=directory, prefix='.%s.' % os.path.basename(output),
+                suffix='.tmp')
+            with os.fdopen(fd, 'wb') as f:
+                write(f)
+                f.seek(0, io.SEEK_END)
+                size = f.tell()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, output)
+            tmp = None
+        except OSError as e:
+            raise exception.IsoBuildFailed(
+                path=output, reason=e.strerror or str(e))
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        return size
 
     def build_bytes(self, script, uefi='auto'):
         """The per-instance ISO in memory (for uploads, e.g. XenAPI)."""
         if isinstance(script, str):
             script = script.encode('ascii')
+        template = self._template(script, uefi)
+        if template is not None:
+            return template.to_bytes(script), template.result
+        return self._full_bytes(script, uefi)
+
+    def _full_bytes(self, script, uefi='auto'):
+        """build_bytes() the long way, with no template."""
         with self.assembled(script, uefi) as (new, result):
             out = io.BytesIO()
             self._write(new, out, script)
         return out.getvalue(), result
+
+    # -- templates: the layout built once, the script patched in ----------
+
+    def _template(self, script, uefi):
+        """The :class:`_Template` ``script`` fits, made on first use.
+
+        None means: build the long way (no usable template for this
+        script, or making one failed; the long way then raises whatever
+        error the build ends in).
+        """
+        with_uefi = self._plan_uefi(uefi)
+        if self.bios is None and not with_uefi:
+            return None
+        cs = self.efi.cluster_size if with_uefi else 1
+        if not 0 < len(script) <= MAX_TEMPLATE_SCRIPT or not cs:
+            return None
+        # Scripts of the same sector and cluster counts share a layout.
+        key = (with_uefi, -(-len(script) // SECTOR),
+               -(-len(script) // cs) if with_uefi else 0)
+        with self._template_lock:
+            if key in self._templates:
+                self._templates.move_to_end(key)
+                template = self._templates[key]
+            else:
+                template = self._make_template(with_uefi, *key[1:])
+                self._templates[key] = template
+                while len(self._templates) > MAX_TEMPLATES:
+                    self._templates.popitem(last=False)
+        if template is None or len(template.data) > self.output_limit(
+                script):
+            return None
+        return template
+
+    def _make_template(self, with_uefi, sectors, clusters):
+        """A build with a placeholder script of the key's counts, mapped.
+
+        The placeholder is 16-byte blocks of a random nonce and the block
+        number: every copy of it in the output is found by its bytes,
+        wherever pycdlib and the FAT writer put it, and must be found
+        whole.  Anything unexpected: no template (None).
+        """
+        slot = sectors * SECTOR
+        if with_uefi:
+            slot = min(slot, clusters * self.efi.cluster_size)
+        nonce = secrets.token_bytes(12)
+        placeholder = b''.join(nonce + i.to_bytes(4, 'big')
+                               for i in range(slot // 16))
+        try:
+            with self.assembled(placeholder,
+                                'require' if with_uefi else 'off') as (
+                                    new, result):
+                out = io.BytesIO()
+                self._write(new, out, placeholder)
+            efi = None
+            if with_uefi:
+                efi = (self.efi.image, sorted({
+                    '/' + AUTOEXEC, posixpath.join(
+                        posixpath.dirname(self.efi.loader), AUTOEXEC)}))
+            return _Template.map(out.getvalue(), nonce, slot, result, efi)
+        except Exception as e:
+            # The long way will raise the build's own error, if any.
+            LOG.debug('%s: no build template (%s: %s)', self.source,
+                      type(e).__name__, e)
+            return None
+
+
+# Scripts up to this size are patched into a template; larger ones (none
+# a real network config renders) are built the long way.
+MAX_TEMPLATE_SCRIPT = 64 * 1024
+# Templates kept per base: one per script size class in use.
+MAX_TEMPLATES = 2
+_BLOCK = 4096       # the granularity of zero runs left as holes
+_HOLE = 64 * 1024   # shorter zero runs are written
+
+
+class _NoTemplate(Exception):
+    pass
+
+
+class _Template:
+    """A full build's output with a placeholder script, mapped.
+
+    A build of a script of the same sector and FAT cluster counts
+    differs from it only where the script's bytes and sizes are, so a
+    build is the template's bytes with the script and its length
+    patched in: the ISO 9660 and Joliet records' data lengths, the FAT
+    directory entries' sizes, the script's data in the ISO and in the FAT
+    image, zero padded as the long way pads it.  Everything else (layout,
+    boot info table, El Torito catalog, isohybrid MBR/GPT, FAT chains,
+    FSInfo, time stamps) is the template's.
+    """
+
+    __slots__ = ('data', 'result', 'data_sites', 'le_sites', 'be_sites',
+                 'runs')
+
+    def __init__(self, data, result, data_sites, le_sites, be_sites):
+        self.data = data
+        self.result = result
+        self.data_sites = tuple(data_sites)  # (offset, start, end) of it
+        self.le_sites = tuple(le_sites)      # 32-bit length, little end
+        self.be_sites = tuple(be_sites)      # and big end
+        self.runs = _data_runs(data)
+
+    @classmethod
+    def map(cls, data, nonce, slot, result, efi):
+        """Find the placeholder's copies and their sizes in ``data``."""
+        def fail(reason, *args):
+            raise _NoTemplate(reason % args)
+
+        blocks = slot // 16
+        counts = bytearray(blocks)
+        runs = []       # [offset, first block, last block]
+        at = data.find(nonce)
+        while at >= 0:
+            index = int.from_bytes(data[at + 12:at + 16], 'big')
+            if index >= blocks or counts[index] == 255:
+                fail('a stray placeholder block at %d', at)
+            counts[index] += 1
+            last = runs[-1] if runs else None
+            if (last and last[2] + 1 == index
+                    and last[0] + 16 * (index - last[1]) == at):
+                last[2] = index
+            else:
+                runs.append([at, index, index])
+            at = data.find(nonce, at + 16)
+        starts = {at for at, first, _ in runs if first == 0}
+        if not starts or counts.count(len(starts)) != blocks:
+            fail('the placeholder is not whole in every copy')
+        le, be, claimed = [], [], set()
+        efi_base = None
+        for record, path, extent, length in _template_records(data):
+            if extent * SECTOR in starts:
+                if length != slot or _be32(data, record + 14) != slot:
+                    fail('a record of the script has length %d', length)
+                le.append(record + 10)
+                be.append(record + 14)
+                claimed.add(extent * SECTOR)
+            if efi and path == efi[0].iso_path:
+                if length != efi[0].length:
+                    fail('the EFI image changed size')
+                efi_base = extent * SECTOR
+        if efi:
+            if efi_base is None:
+                fail('no EFI image record')
+            view = memoryview(data)[efi_base:efi_base + efi[0].length]
+            fat = esp.FatImage(view, efi[0].path, writable=False)
+            for path in efi[1]:
+                where = fat.file_location(path)
+                if where is None:
+                    if path == '/' + AUTOEXEC:
+                        fail('no %s in the EFI image', path)
+                    continue
+                entry, size, clusters = where
+                if (size != slot or not clusters
+                        or efi_base + clusters[0] not in starts
+                        or efi_base + clusters[0] in claimed):
+                    fail('%s in the EFI image is not the placeholder', path)
+                le.append(efi_base + entry + 28)
+                claimed.add(efi_base + clusters[0])
+            view.release()
+        if claimed != starts:
+            fail('a copy of the placeholder has no size to patch')
+        return cls(data, result,
+                   [(at, 16 * first, 16 * (last + 1))
+                    for at, first, last in runs], le, be)
+
+    def patches(self, script):
+        """(offset, bytes) that turn the template into ``script``'s build."""
+        for at, start, end in self.data_sites:
+            chunk = script[start:end]
+            yield at, chunk + bytes(end - start - len(chunk))
+        for at in self.le_sites:
+            yield at, len(script).to_bytes(4, 'little')
+        for at in self.be_sites:
+            yield at, len(script).to_bytes(4, 'big')
+
+    def write(self, f, script):
+        """Write the build to ``f``, a new file: zero runs stay holes."""
+        view = memoryview(self.data)
+        for start, end in self.runs:
+            f.seek(start)
+            f.write(view[start:end])
+        for at, blob in self.patches(script):
+            f.seek(at)
+            f.write(blob)
+        f.truncate(len(self.data))
+        view.release()
+
+    def to_bytes(self, script):
+        out = bytearray(self.data)
+        for at, blob in self.patches(script):
+            out[at:at + len(blob)] = blob
+        return bytes(out)
+
+
+def _be32(data, at):
+    return int.from_bytes(data[at:at + 4], 'big')
+
+
+def _data_runs(data):
+    """(start, end) of the parts of ``data`` to write; the rest is zeros.
+
+    Zero runs of at least _HOLE bytes become holes (seeked over), fewer
+    bytes for the kernel to copy; a file system without holes fills them
+    with the same zeros.
+    """
+    zero = bytes(_BLOCK)
+    runs = []
+    for at in range(0, len(data), _BLOCK):
+        end = min(at + _BLOCK, len(data))
+        if data[at:end] == zero[:end - at]:
+            continue
+        if runs and at - runs[-1][1] < _HOLE:
+            runs[-1][1] = end
+        else:
+            runs.append([at, end])
+    return tuple(tuple(run) for run in runs)
+
+
+def _template_records(data):
+    """(record offset, ISO 9660 path or None, extent, length) of files.
+
+    Every file record of every tree of a template: our own output, walked
+    within bounds all the same; any surprise is a _NoTemplate.
+    """
+    found = []
+    for index in range(16, 16 + MAX_DESCRIPTORS):
+        vd = data[index * SECTOR:(index + 1) * SECTOR]
+        if len(vd) < SECTOR or vd[1:6] != b'CD001':
+            raise _NoTemplate('volume descriptor %d' % index)
+        if vd[0] == 255:
+            break
+        if vd[0] not in (1, 2):
+            continue
+        primary = vd[0] == 1
+        pending = [(_u32(vd, 158), _u32(vd, 166), '', 1)]
+        visited = 0
+        while pending:
+            extent, length, path, depth = pending.pop()
+            visited += 1
+            if depth > MAX_DEPTH or visited > MAX_ENTRIES:
+                raise _NoTemplate('too many directories')
+            at, end = extent * SECTOR, extent * SECTOR + length
+            if end > len(data):
+                raise _NoTemplate('a directory past the end')
+            while at < end:
+                size = data[at]
+                if size == 0:
+                    at = (at // SECTOR + 1) * SECTOR
+                    continue
+                if size < 34 or at + size > end:
+                    raise _NoTemplate('a malformed record')
+                name = data[at + 33:at + 33 + data[at + 32]]
+                if name not in (b'\0', b'\1'):
+                    child = primary and path + '/' + name.decode('latin-1')
+                    if data[at + 25] & 0x02:
+                        pending.append((_u32(data, at + 2),
+                                        _u32(data, at + 10), child,
+                                        depth + 1))
+                    else:
+                        found.append((at, child or None, _u32(data, at + 2),
+                                      _u32(data, at + 10)))
+                        if len(found) > 4 * MAX_ENTRIES:
+                            raise _NoTemplate('too many records')
+                at += size
+    else:
+        raise _NoTemplate('no volume descriptor terminator')
+    return found
 
 
 def _read_at_most(fd, limit, size_hint=0):
@@ -1124,4 +1417,5 @@ class _LayoutReader:
             return EfiBoot(image=image, loader=EFI_LOADER,
                            reason='its EFI iPXE predates autoexec.ipxe '
                                   'support (iPXE before 2021)')
-        return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True)
+        return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True,
+                       cluster_size=fat.cluster_size)
