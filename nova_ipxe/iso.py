@@ -40,12 +40,15 @@ import dataclasses
 import io
 import os
 import posixpath
+import random
 import re
 import secrets
 import stat
 import sys
 import tempfile
 import threading
+import uuid
+import zlib
 
 from oslo_log import log as logging
 import pycdlib
@@ -1004,7 +1007,7 @@ class _Template:
     """
 
     __slots__ = ('data', 'result', 'data_sites', 'le_sites', 'be_sites',
-                 'runs')
+                 'runs', 'mbr_id', 'gpts')
 
     def __init__(self, data, result, data_sites, le_sites, be_sites):
         self.data = data
@@ -1013,6 +1016,7 @@ class _Template:
         self.le_sites = tuple(le_sites)      # 32-bit length, little end
         self.be_sites = tuple(be_sites)      # and big end
         self.runs = _data_runs(data)
+        self.mbr_id, self.gpts = _hybrid_ids(data)
 
     @classmethod
     def map(cls, data, nonce, slot, result, efi):
@@ -1086,6 +1090,28 @@ class _Template:
             yield at, len(script).to_bytes(4, 'little')
         for at in self.be_sites:
             yield at, len(script).to_bytes(4, 'big')
+        yield from self._new_ids()
+
+    def _new_ids(self):
+        """Fresh isohybrid identifiers, as pycdlib draws them per build.
+
+        The MBR disk signature, and each GPT's disk and partition GUIDs
+        (pycdlib draws the backup GPT's apart from the primary's, and
+        packs UUID.bytes), with the CRCs made again.
+        """
+        if self.mbr_id is not None:
+            yield self.mbr_id, random.getrandbits(32).to_bytes(4, 'little')
+        for header_at, entries_at, parts, crc_len in self.gpts:
+            header = bytearray(self.data[header_at:header_at + 92])
+            header[56:72] = uuid.uuid4().bytes
+            entries = bytearray(self.data[entries_at:entries_at + crc_len])
+            for i in range(parts):
+                entries[i * 128 + 16:i * 128 + 32] = uuid.uuid4().bytes
+            header[88:92] = zlib.crc32(entries).to_bytes(4, 'little')
+            header[16:20] = bytes(4)
+            header[16:20] = zlib.crc32(header).to_bytes(4, 'little')
+            yield header_at, bytes(header)
+            yield entries_at, bytes(entries[:parts * 128])
 
     def write(self, f, script):
         """Write the build to ``f``, a new file: zero runs stay holes."""
@@ -1104,6 +1130,44 @@ class _Template:
         for at, blob in self.patches(script):
             out[at:at + len(blob)] = blob
         return bytes(out)
+
+
+def _hybrid_ids(data):
+    """Where a template's isohybrid identifiers are (see _new_ids).
+
+    (offset of the MBR disk signature or None, ((GPT header offset,
+    entries offset, entries in use, bytes under the entries CRC), ...)).
+    Each GPT must check out as pycdlib writes it, or: _NoTemplate.
+    """
+    if data[510:512] != b'\x55\xaa':
+        return None, ()
+    gpts = []
+    if data[512:520] == b'EFI PART':
+        backup = int.from_bytes(data[512 + 32:512 + 40], 'little') * 512
+        for header_at in (512, backup):
+            header = bytearray(data[header_at:header_at + 92])
+            if header[:8] != b'EFI PART' or _u32(header, 12) != 92:
+                raise _NoTemplate('an unexpected GPT header')
+            crc = _u32(header, 16)
+            header[16:20] = bytes(4)
+            if zlib.crc32(header) != crc:
+                raise _NoTemplate('a GPT header CRC does not check out')
+            entries_at = int.from_bytes(header[72:80], 'little') * 512
+            count, size = _u32(header, 80), _u32(header, 84)
+            if size != 128 or not 0 < count <= MAX_GPT_ENTRIES:
+                raise _NoTemplate('unexpected GPT entries')
+            table = data[entries_at:entries_at + count * 128]
+            parts = 0
+            while parts < count and any(table[parts * 128:parts * 128 + 16]):
+                parts += 1
+            # pycdlib's CRC covers the entries in use; the spec's, all.
+            for crc_len in (parts * 128, count * 128):
+                if zlib.crc32(table[:crc_len]) == _u32(header, 88):
+                    break
+            else:
+                raise _NoTemplate('a GPT entries CRC does not check out')
+            gpts.append((header_at, entries_at, parts, crc_len))
+    return 440, tuple(gpts)
 
 
 def _be32(data, at):

@@ -22,6 +22,7 @@ import struct
 import subprocess
 import threading
 import uuid
+import zlib
 
 import fixtures
 import hypothesis
@@ -165,6 +166,34 @@ class IsoTestCase(base.TestCase):
         with open(path, 'wb') as f:
             f.write(data)
         self.assertEqual(SCRIPT, samples.iso_files(path)['/nipxe.ipx'])
+
+    def test_isohybrid_ids_fresh_per_build(self):
+        # Patched builds draw the MBR signature and GPT GUIDs anew, as
+        # pycdlib does per build, and keep the GPT CRCs true.
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        outs = [base_iso.build_bytes(SCRIPT)[0] for _ in range(3)]
+        self.assertIsInstance(base_iso._template(SCRIPT, 'auto'),
+                              iso._Template)
+        self.assertEqual(3, len({out[440:444] for out in outs}))
+        for out in outs:
+            backup = int.from_bytes(out[544:552], 'little') * 512
+            guids = set()
+            for at in (512, backup):
+                header = bytearray(out[at:at + 92])
+                self.assertEqual(b'EFI PART', bytes(header[:8]))
+                crc = bytes(header[16:20])
+                header[16:20] = bytes(4)
+                self.assertEqual(zlib.crc32(header).to_bytes(4, 'little'),
+                                 crc)
+                entries = int.from_bytes(header[72:80], 'little') * 512
+                # pycdlib's entries CRC covers the two entries in use.
+                self.assertEqual(zlib.crc32(out[entries:entries + 256]),
+                                 int.from_bytes(header[88:92], 'little'))
+                guids.update((bytes(header[56:72]),
+                              out[entries + 16:entries + 32],
+                              out[entries + 144:entries + 160]))
+            self.assertEqual(6, len(guids))
+        self.assertEqual(3, len({out[512 + 56:512 + 72] for out in outs}))
 
 
 class BadIsoTestCase(base.TestCase):
