@@ -146,10 +146,18 @@ class FatImage:
         entry = self._find(directory, parts[-1])
         if entry is None or entry.is_dir or entry.is_volume:
             return None
-        cs = self._cs
+        # One slice per run of consecutive clusters (a file written in
+        # one go is one run), not per cluster.
+        runs = []
+        for cluster in self._file_clusters(entry, path):
+            if runs and runs[-1][1] == cluster:
+                runs[-1][1] = cluster + 1
+            else:
+                runs.append([cluster, cluster + 1])
         d = self._data
-        offsets = map(self._cluster_offset, self._file_clusters(entry, path))
-        return b''.join(d[o:o + cs] for o in offsets)[:entry.size]
+        return b''.join(d[self._cluster_offset(first):
+                          self._cluster_offset(end)]
+                        for first, end in runs)[:entry.size]
 
     def file_location(self, path):
         """(entry offset, size, cluster offsets) of the file at ``path``.

@@ -37,6 +37,7 @@ import array
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 import posixpath
@@ -495,6 +496,32 @@ class _ViewReader(io.RawIOBase):
         super().close()
 
 
+# Capabilities by the binary's SHA-256: tenants upload the same stock ISO
+# as many images, and reading a binary (LZMA, table scans) takes tens of
+# milliseconds where hashing it takes one.
+_CAPS_CACHE = collections.OrderedDict()
+_CAPS_CACHE_SIZE = 16
+_CAPS_LOCK = threading.Lock()
+
+
+def _binary_capabilities(data, name):
+    """capabilities.read(data, name), once per distinct binary."""
+    key = hashlib.sha256(data).digest()
+    with _CAPS_LOCK:
+        caps = _CAPS_CACHE.get(key)
+        if caps is not None:
+            _CAPS_CACHE.move_to_end(key)
+    if caps is None:
+        caps = ipxe_caps.read(data, name)
+        with _CAPS_LOCK:
+            _CAPS_CACHE[key] = caps
+            while len(_CAPS_CACHE) > _CAPS_CACHE_SIZE:
+                _CAPS_CACHE.popitem(last=False)
+    # The same bytes may have another name in another ISO.
+    return caps if caps.binary == name else dataclasses.replace(
+        caps, binary=name)
+
+
 def _caps_info(caps):
     """Capabilities for describe(), with the ISO's names escaped."""
     if caps is None:
@@ -514,7 +541,8 @@ class BaseIso:
     """
 
     __slots__ = ('source', 'data', 'layout', '_uefi_dropped_once',
-                 '_capabilities', '_templates', '_template_lock')
+                 '_capabilities', '_caps_lock', '_templates',
+                 '_template_lock')
 
     def __init__(self, data, source='ISO', max_size=None):
         if max_size is not None and len(data) > max_size:
@@ -525,6 +553,7 @@ class BaseIso:
         put('data', memoryview(data).toreadonly())
         put('_uefi_dropped_once', _Once())
         put('_capabilities', {})  # read on first use, see capabilities()
+        put('_caps_lock', threading.Lock())
         put('_templates', collections.OrderedDict())  # see _template()
         put('_template_lock', threading.Lock())
         check_structure(self.data, source)
@@ -619,23 +648,31 @@ class BaseIso:
     def capabilities(self):
         """{'bios': Capabilities or None, 'uefi': ...}, read once."""
         caps = self._capabilities.get('read')
-        if caps is None:
-            caps = {'bios': None, 'uefi': None}
-            if self.bios:
-                caps['bios'] = ipxe_caps.read(
-                    self.file_bytes(self.bios.kernel), self.bios.kernel.path)
-            if self.efi and self.efi.loader:
-                name = '%s:%s' % (self.efi.image.path, self.efi.loader)
-                try:
-                    loader = esp.FatImage(self.file_bytes(self.efi.image),
-                                          self.efi.image.path,
-                                          writable=False).read_file(
-                                              self.efi.loader)
-                    caps['uefi'] = ipxe_caps.read(loader, name)
-                except exception.EfiImageError as e:
-                    caps['uefi'] = ipxe_caps.unknown(name, e.message)
-            self._capabilities['read'] = caps
+        if caps is not None:
+            return dict(caps)
+        with self._caps_lock:   # one reading, however many builds wait
+            caps = self._capabilities.get('read')
+            if caps is None:
+                caps = self._read_capabilities()
+                self._capabilities['read'] = caps
         return dict(caps)
+
+    def _read_capabilities(self):
+        caps = {'bios': None, 'uefi': None}
+        if self.bios:
+            caps['bios'] = _binary_capabilities(
+                self.file_bytes(self.bios.kernel), self.bios.kernel.path)
+        if self.efi and self.efi.loader:
+            name = '%s:%s' % (self.efi.image.path, self.efi.loader)
+            try:
+                loader = esp.FatImage(self.file_bytes(self.efi.image),
+                                      self.efi.image.path,
+                                      writable=False).read_file(
+                                          self.efi.loader)
+                caps['uefi'] = _binary_capabilities(loader, name)
+            except exception.EfiImageError as e:
+                caps['uefi'] = ipxe_caps.unknown(name, e.message)
+        return caps
 
     def describe(self):
         """What was found, for ``nova-ipxe inspect``.

@@ -888,6 +888,42 @@ class ImmutableBaseTestCase(base.TestCase):
         self.assertIsInstance(base_iso.dirs, tuple)
         self.assertRaises(TypeError, base_iso.data.__setitem__, 0, 0)
 
+    def test_capabilities_read_once_per_binary(self):
+        # Bases of the same bytes (two Glance images of one stock ISO)
+        # share the reading; the name stays each ISO's own.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso._CAPS_CACHE', collections.OrderedDict()))
+        reads = []
+        real = iso.ipxe_caps.read
+
+        def counted(data, binary):
+            reads.append(binary)
+            return real(data, binary)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.ipxe_caps.read', counted))
+        with open(samples.trixie_iso(), 'rb') as f:
+            data = f.read()
+        first = iso.BaseIso(data, 'image 1').capabilities()
+        self.assertEqual(2, len(reads))
+        second = iso.BaseIso(data, 'image 2')
+        self.assertEqual(first, second.capabilities())
+        self.assertEqual(first, second.capabilities())
+        self.assertEqual(2, len(reads))
+        _, _, files = samples.bookworm_parts()
+        renamed = iso.BaseIso.from_path(samples.isolinux_iso(
+            os.path.join(self.tmp, 'renamed.iso'),
+            b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /other.krn\n',
+            {('/OTHER.KRN;1', '/other.krn'): files['/ipxe.krn']}))
+        original = iso.BaseIso.from_path(samples.bookworm_iso())
+        caps = renamed.capabilities()['bios']
+        self.assertEqual('/other.krn', caps.binary)
+        self.assertEqual('/ipxe.krn', original.capabilities()['bios'].binary)
+        self.assertEqual(caps.features,
+                         original.capabilities()['bios'].features)
+        # Bookworm's kernel once, under the first name; then its loader.
+        self.assertEqual(['/other.krn', '/efi.img:/EFI/BOOT/BOOTX64.EFI'],
+                         reads[2:])
+
     def test_uefi_warning_once_per_base(self):
         logger = self.useFixture(fixtures.FakeLogger())
         first = iso.BaseIso.from_path(samples.bookworm_iso())
