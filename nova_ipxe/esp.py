@@ -119,14 +119,22 @@ class FatImage:
         sane FAT image raises :class:`~nova_ipxe.exception.EfiImageError`.
         A writable image works on its own copy of ``data``; a read-only
         one (``writable=False``) reads ``data`` in place, which saves a
-        copy when only looking.
+        copy when only looking.  ``writable='in place'`` edits ``data``
+        itself, a writable buffer (a bytearray or a slice of one).
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError('a FAT image must be bytes, not %s'
                             % type(data).__name__)
         self._name = name
-        self._data = bytearray(data) if writable else memoryview(
-            data).toreadonly()
+        if writable == 'in place':
+            self._data = memoryview(data)
+            if self._data.readonly or self._data.format != 'B':
+                raise TypeError('in-place editing needs a writable byte '
+                                'buffer')
+        elif writable:
+            self._data = bytearray(data)
+        else:
+            self._data = memoryview(data).toreadonly()
         self._parse_boot_sector()
         self._fat = self._load_fat()
 
@@ -196,7 +204,7 @@ class FatImage:
         run out, EfiImageError for a broken image, ValueError for a name
         FAT cannot hold.  The image is unchanged when anything is raised.
         """
-        if not isinstance(self._data, bytearray):
+        if getattr(self._data, 'readonly', False):
             raise TypeError('this FatImage was opened read-only')
         if not isinstance(content, (bytes, bytearray, memoryview)):
             raise TypeError('file content must be bytes, not %s'

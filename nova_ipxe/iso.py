@@ -731,20 +731,24 @@ class BaseIso:
     def _efi_image_with(self, script):
         fat = esp.FatImage(self.file_bytes(self.efi.image),
                            self.efi.image.path)
+        self._put_script(fat, script)
+        return fat.view()
+
+    def _put_script(self, fat, script):
+        """Write ``script`` as the EFI image's autoexec.ipxe."""
         fat.write_file('/', AUTOEXEC, script)
         # A newer iPXE prefers a script next to the loader: replace one
         # there too, so no stale script can win.
         loader_dir = posixpath.dirname(self.efi.loader)
         if fat.read_file(posixpath.join(loader_dir, AUTOEXEC)) is not None:
             fat.write_file(loader_dir, AUTOEXEC, script)
-        return fat.view()
 
     def output_limit(self, script):
         """The most bytes a build from this base may write."""
         return len(self.data) + len(script) + OUTPUT_SLACK
 
     @contextlib.contextmanager
-    def assembled(self, script, uefi='auto'):
+    def assembled(self, script, uefi='auto', efi_as_is=False):
         """Yield (pycdlib object of the new ISO, BuildResult).
 
         On exit the object and every buffer handed to it are closed, so
@@ -756,7 +760,8 @@ class BaseIso:
         new = None
         try:
             try:
-                new, result = self._assemble(script, uefi, readers)
+                new, result = self._assemble(script, uefi, readers,
+                                             efi_as_is)
                 yield new, result
             except (exception.NovaIpxeError, OSError):
                 raise   # OSError: the caller's output (IsoBuildFailed)
@@ -774,7 +779,7 @@ class BaseIso:
             for reader in readers:
                 reader.close()
 
-    def _contents(self, script, with_uefi):
+    def _contents(self, script, with_uefi, efi_as_is=False):
         """[(IsoFile or None, data key, data)] of the new ISO's files.
 
         The key names where the bytes come from: files with the same key
@@ -787,8 +792,11 @@ class BaseIso:
             replaced[self.bios.config.iso_path] = (
                 'cfg', self.bios.config_text().encode('ascii'))
         if with_uefi:
+            # As is: the caller puts the script in (templates do it in
+            # the output, saving a copy of the image).
             replaced[self.efi.image.iso_path] = (
-                'efi', self._efi_image_with(script))
+                'efi', self.file_bytes(self.efi.image) if efi_as_is
+                else self._efi_image_with(script))
         skip = set()
         if self.efi and not with_uefi:
             skip.add(self.efi.image.iso_path)
@@ -808,7 +816,7 @@ class BaseIso:
             contents.append((None, 'script', script))
         return contents
 
-    def _assemble(self, script, uefi, readers):
+    def _assemble(self, script, uefi, readers, efi_as_is=False):
         def reader(data):
             readers.append(_ViewReader(data))
             return readers[-1]
@@ -821,7 +829,7 @@ class BaseIso:
                 source=self.source,
                 reason='it has no BIOS entry and UEFI is %s' % (
                     'off' if uefi == 'off' else 'unusable'))
-        contents = self._contents(script, with_uefi)
+        contents = self._contents(script, with_uefi, efi_as_is)
         first = {}
         planned = 0
         for f, key, data in contents:
@@ -1000,16 +1008,31 @@ class BaseIso:
                                for i in range(slot // 16))
         try:
             with self.assembled(placeholder,
-                                'require' if with_uefi else 'off') as (
-                                    new, result):
-                out = io.BytesIO()
+                                'require' if with_uefi else 'off',
+                                efi_as_is=True) as (new, result):
+                out = _MemoryWriter(self.output_limit(placeholder))
                 self._write(new, out, placeholder)
+            data = out.value()
             efi = None
             if with_uefi:
+                # The EFI image went in as is: the script goes in now, in
+                # the output (its size, all pycdlib's layout knows of it,
+                # is the same).
+                at = [extent * SECTOR for _, path, extent, length
+                      in _template_records(data)
+                      if path == self.efi.image.iso_path
+                      and length == self.efi.image.length]
+                if len(at) != 1:
+                    raise _NoTemplate('no one EFI image record')
+                with memoryview(data)[at[0]:at[0] + self.efi.image.length] \
+                        as view:
+                    self._put_script(esp.FatImage(view, self.efi.image.path,
+                                                  writable='in place'),
+                                     placeholder)
                 efi = (self.efi.image, sorted({
                     '/' + AUTOEXEC, posixpath.join(
                         posixpath.dirname(self.efi.loader), AUTOEXEC)}))
-            return _Template.map(out.getvalue(), nonce, slot, result, efi)
+            return _Template.map(data, nonce, slot, result, efi)
         except Exception as e:
             # The long way will raise the build's own error, if any.
             LOG.debug('%s: no build template (%s: %s)', self.source,
@@ -1022,12 +1045,55 @@ class BaseIso:
 MAX_TEMPLATE_SCRIPT = 64 * 1024
 # Templates kept per base: one per script size class in use.
 MAX_TEMPLATES = 2
-_BLOCK = 4096       # the granularity of zero runs left as holes
+_BLOCK = 16 * 1024  # the granularity of zero runs left as holes
 _HOLE = 64 * 1024   # shorter zero runs are written
 
 
 class _NoTemplate(Exception):
     pass
+
+
+class _MemoryWriter(io.RawIOBase):
+    """A seekable file writing into one bytearray of ``size`` bytes.
+
+    io.BytesIO grows its buffer in small steps, copying it each time: for
+    a 9 MiB ISO written 32 KiB at a time that costs more than the build.
+    The bytes written (and any gap sought over) are :meth:`value`.
+    """
+
+    def __init__(self, size):
+        super().__init__()
+        self.data = bytearray(size)
+        self._pos = 0
+        self._end = 0
+
+    def value(self):
+        del self.data[self._end:]
+        return self.data
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def write(self, chunk):
+        end = self._pos + len(chunk)
+        if end > len(self.data):    # the bounded writer above stops it
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[self._pos:end] = chunk
+        self._pos = end
+        self._end = max(self._end, end)
+        return len(chunk)
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos,
+                io.SEEK_END: self._end}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self):
+        return self._pos
 
 
 class _Template:
@@ -1222,7 +1288,8 @@ def _data_runs(data):
     runs = []
     for at in range(0, len(data), _BLOCK):
         end = min(at + _BLOCK, len(data))
-        if data[at:end] == zero[:end - at]:
+        if data[at:end] == (zero if end - at == _BLOCK else
+                            bytes(end - at)):
             continue
         if runs and at - runs[-1][1] < _HOLE:
             runs[-1][1] = end
