@@ -28,9 +28,13 @@ Every name and reference read from the ISO is validated before use, and
 escaped before it is shown.
 
 A parsed :class:`BaseIso` is immutable and can build many per-instance
-ISOs; :meth:`BaseIso.build` rebuilds a fresh ISO each time rather than
-patching the source, so nothing of the source's layout can leak a stale
-script.
+ISOs.  Each ISO is rebuilt from the source's files rather than by patching
+the source, so nothing of the source's layout can leak a stale script; the
+rebuild is done once per size class of script, with a placeholder script
+(a :class:`_Template`), and a build patches its script into that: the
+result is byte for byte what a full rebuild with that script writes, and
+a template whose every placeholder byte and size is not accounted for is
+not used (the build then rebuilds in full).
 """
 
 import array
