@@ -32,9 +32,10 @@ ISOs.  Each ISO is rebuilt from the source's files rather than by patching
 the source, so nothing of the source's layout can leak a stale script; the
 rebuild is done once per size class of script, with a placeholder script
 (a :class:`_Template`), and a build patches its script into that: the
-result is byte for byte what a full rebuild with that script writes, and
-a template whose every placeholder byte and size is not accounted for is
-not used (the build then rebuilds in full).
+result is byte for byte what a full rebuild with that script writes (but
+for its time stamps, which are the template's), and a template whose
+every placeholder byte and size is not accounted for is not used (the
+build then rebuilds in full).
 """
 
 import array
@@ -1108,9 +1109,11 @@ class _Template:
     build is the template's bytes with the script and its length
     patched in: the ISO 9660 and Joliet records' data lengths, the FAT
     directory entries' sizes, the script's data in the ISO and in the FAT
-    image, zero padded as the long way pads it.  Everything else (layout,
-    boot info table, El Torito catalog, isohybrid MBR/GPT, FAT chains,
-    FSInfo, time stamps) is the template's.
+    image, zero padded as the long way pads it, and fresh isohybrid
+    identifiers (see _new_ids).  Everything else (layout, boot info
+    table, El Torito catalog, isohybrid partitions, FAT chains, FSInfo)
+    is the template's, and so are the time stamps: those of the first
+    build of the size class, not of each build.
     """
 
     __slots__ = ('data', 'result', 'data_sites', 'le_sites', 'be_sites',
