@@ -196,18 +196,36 @@ class ParsedBases:
         self.size = size
         self._bases = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._loading = {}  # key: the lock of the one parse under way
 
-    def get(self, key, path, conf=CONF, name=None):
+    def _cached(self, key):
         with self._lock:
             base = self._bases.get(key)
             if base is not None:
                 self._bases.move_to_end(key)
-                return base
-        base = load_base(path, conf, name)
+            return base
+
+    def get(self, key, path, conf=CONF, name=None):
+        base = self._cached(key)
+        if base is not None:
+            return base
+        # Spawns of one new image at once wait for one parse (and one
+        # template) rather than each parsing the same bytes.
         with self._lock:
-            self._bases[key] = base
-            while len(self._bases) > self.size:
-                self._bases.popitem(last=False)
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            base = self._cached(key)
+            if base is not None:
+                return base
+            try:
+                base = load_base(path, conf, name)
+                with self._lock:
+                    self._bases[key] = base
+                    while len(self._bases) > self.size:
+                        self._bases.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
         return base
 
 

@@ -119,14 +119,22 @@ class FatImage:
         sane FAT image raises :class:`~nova_ipxe.exception.EfiImageError`.
         A writable image works on its own copy of ``data``; a read-only
         one (``writable=False``) reads ``data`` in place, which saves a
-        copy when only looking.
+        copy when only looking.  ``writable='in place'`` edits ``data``
+        itself, a writable buffer (a bytearray or a slice of one).
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError('a FAT image must be bytes, not %s'
                             % type(data).__name__)
         self._name = name
-        self._data = bytearray(data) if writable else memoryview(
-            data).toreadonly()
+        if writable == 'in place':
+            self._data = memoryview(data)
+            if self._data.readonly or self._data.format != 'B':
+                raise TypeError('in-place editing needs a writable byte '
+                                'buffer')
+        elif writable:
+            self._data = bytearray(data)
+        else:
+            self._data = memoryview(data).toreadonly()
         self._parse_boot_sector()
         self._fat = self._load_fat()
 
@@ -146,10 +154,39 @@ class FatImage:
         entry = self._find(directory, parts[-1])
         if entry is None or entry.is_dir or entry.is_volume:
             return None
-        cs = self._cs
+        # One slice per run of consecutive clusters (a file written in
+        # one go is one run), not per cluster.
+        runs = []
+        for cluster in self._file_clusters(entry, path):
+            if runs and runs[-1][1] == cluster:
+                runs[-1][1] = cluster + 1
+            else:
+                runs.append([cluster, cluster + 1])
         d = self._data
-        offsets = map(self._cluster_offset, self._file_clusters(entry, path))
-        return b''.join(d[o:o + cs] for o in offsets)[:entry.size]
+        return b''.join(d[self._cluster_offset(first):
+                          self._cluster_offset(end)]
+                        for first, end in runs)[:entry.size]
+
+    def file_location(self, path):
+        """(entry offset, size, cluster offsets) of the file at ``path``.
+
+        The image offsets of its short directory entry and of each of its
+        clusters, in order; None if there is no such file.  What a caller
+        needs to rewrite the file's bytes and size in place, keeping its
+        cluster chain.
+        """
+        parts = _split(path)
+        directory = self._find_dir(parts[:-1]) if parts else None
+        entry = directory and self._find(directory, parts[-1])
+        if entry is None or entry.is_dir or entry.is_volume:
+            return None
+        return (directory.offsets[entry.last], entry.size,
+                [self._cluster_offset(c)
+                 for c in self._file_clusters(entry, path)])
+
+    @property
+    def cluster_size(self):
+        return self._cs
 
     def listdir(self, path='/'):
         """Names in directory ``path``: long name, else the short one."""
@@ -167,7 +204,7 @@ class FatImage:
         run out, EfiImageError for a broken image, ValueError for a name
         FAT cannot hold.  The image is unchanged when anything is raised.
         """
-        if not isinstance(self._data, bytearray):
+        if getattr(self._data, 'readonly', False):
             raise TypeError('this FatImage was opened read-only')
         if not isinstance(content, (bytes, bytearray, memoryview)):
             raise TypeError('file content must be bytes, not %s'

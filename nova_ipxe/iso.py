@@ -28,22 +28,33 @@ Every name and reference read from the ISO is validated before use, and
 escaped before it is shown.
 
 A parsed :class:`BaseIso` is immutable and can build many per-instance
-ISOs; :meth:`BaseIso.build` rebuilds a fresh ISO each time rather than
-patching the source, so nothing of the source's layout can leak a stale
-script.
+ISOs.  Each ISO is rebuilt from the source's files rather than by patching
+the source, so nothing of the source's layout can leak a stale script; the
+rebuild is done once per size class of script, with a placeholder script
+(a :class:`_Template`), and a build patches its script into that: the
+result is byte for byte what a full rebuild with that script writes (but
+for its time stamps, which are the template's), and a template whose
+every placeholder byte and size is not accounted for is not used (the
+build then rebuilds in full).
 """
 
 import array
+import collections
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 import posixpath
+import random
 import re
+import secrets
 import stat
 import sys
 import tempfile
 import threading
+import uuid
+import zlib
 
 from oslo_log import log as logging
 import pycdlib
@@ -114,6 +125,7 @@ class EfiBoot:
     loader: str = None     # path of the x86_64 loader inside the image
     autoexec: bool = False  # the loader runs autoexec.ipxe
     reason: str = None     # why the script cannot be injected, if not
+    cluster_size: int = None  # of the FAT image, when it takes the script
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,6 +501,32 @@ class _ViewReader(io.RawIOBase):
         super().close()
 
 
+# Capabilities by the binary's SHA-256: tenants upload the same stock ISO
+# as many images, and reading a binary (LZMA, table scans) takes tens of
+# milliseconds where hashing it takes one.
+_CAPS_CACHE = collections.OrderedDict()
+_CAPS_CACHE_SIZE = 16
+_CAPS_LOCK = threading.Lock()
+
+
+def _binary_capabilities(data, name):
+    """capabilities.read(data, name), once per distinct binary."""
+    key = hashlib.sha256(data).digest()
+    with _CAPS_LOCK:
+        caps = _CAPS_CACHE.get(key)
+        if caps is not None:
+            _CAPS_CACHE.move_to_end(key)
+    if caps is None:
+        caps = ipxe_caps.read(data, name)
+        with _CAPS_LOCK:
+            _CAPS_CACHE[key] = caps
+            while len(_CAPS_CACHE) > _CAPS_CACHE_SIZE:
+                _CAPS_CACHE.popitem(last=False)
+    # The same bytes may have another name in another ISO.
+    return caps if caps.binary == name else dataclasses.replace(
+        caps, binary=name)
+
+
 def _caps_info(caps):
     """Capabilities for describe(), with the ISO's names escaped."""
     if caps is None:
@@ -508,7 +546,8 @@ class BaseIso:
     """
 
     __slots__ = ('source', 'data', 'layout', '_uefi_dropped_once',
-                 '_capabilities')
+                 '_capabilities', '_caps_lock', '_templates',
+                 '_template_lock')
 
     def __init__(self, data, source='ISO', max_size=None):
         if max_size is not None and len(data) > max_size:
@@ -519,6 +558,9 @@ class BaseIso:
         put('data', memoryview(data).toreadonly())
         put('_uefi_dropped_once', _Once())
         put('_capabilities', {})  # read on first use, see capabilities()
+        put('_caps_lock', threading.Lock())
+        put('_templates', collections.OrderedDict())  # see _template()
+        put('_template_lock', threading.Lock())
         check_structure(self.data, source)
         cdlib = _Cdlib()
         source_fp = _ViewReader(self.data)
@@ -611,23 +653,31 @@ class BaseIso:
     def capabilities(self):
         """{'bios': Capabilities or None, 'uefi': ...}, read once."""
         caps = self._capabilities.get('read')
-        if caps is None:
-            caps = {'bios': None, 'uefi': None}
-            if self.bios:
-                caps['bios'] = ipxe_caps.read(
-                    self.file_bytes(self.bios.kernel), self.bios.kernel.path)
-            if self.efi and self.efi.loader:
-                name = '%s:%s' % (self.efi.image.path, self.efi.loader)
-                try:
-                    loader = esp.FatImage(self.file_bytes(self.efi.image),
-                                          self.efi.image.path,
-                                          writable=False).read_file(
-                                              self.efi.loader)
-                    caps['uefi'] = ipxe_caps.read(loader, name)
-                except exception.EfiImageError as e:
-                    caps['uefi'] = ipxe_caps.unknown(name, e.message)
-            self._capabilities['read'] = caps
+        if caps is not None:
+            return dict(caps)
+        with self._caps_lock:   # one reading, however many builds wait
+            caps = self._capabilities.get('read')
+            if caps is None:
+                caps = self._read_capabilities()
+                self._capabilities['read'] = caps
         return dict(caps)
+
+    def _read_capabilities(self):
+        caps = {'bios': None, 'uefi': None}
+        if self.bios:
+            caps['bios'] = _binary_capabilities(
+                self.file_bytes(self.bios.kernel), self.bios.kernel.path)
+        if self.efi and self.efi.loader:
+            name = '%s:%s' % (self.efi.image.path, self.efi.loader)
+            try:
+                loader = esp.FatImage(self.file_bytes(self.efi.image),
+                                      self.efi.image.path,
+                                      writable=False).read_file(
+                                          self.efi.loader)
+                caps['uefi'] = _binary_capabilities(loader, name)
+            except exception.EfiImageError as e:
+                caps['uefi'] = ipxe_caps.unknown(name, e.message)
+        return caps
 
     def describe(self):
         """What was found, for ``nova-ipxe inspect``.
@@ -686,20 +736,24 @@ class BaseIso:
     def _efi_image_with(self, script):
         fat = esp.FatImage(self.file_bytes(self.efi.image),
                            self.efi.image.path)
+        self._put_script(fat, script)
+        return fat.view()
+
+    def _put_script(self, fat, script):
+        """Write ``script`` as the EFI image's autoexec.ipxe."""
         fat.write_file('/', AUTOEXEC, script)
         # A newer iPXE prefers a script next to the loader: replace one
         # there too, so no stale script can win.
         loader_dir = posixpath.dirname(self.efi.loader)
         if fat.read_file(posixpath.join(loader_dir, AUTOEXEC)) is not None:
             fat.write_file(loader_dir, AUTOEXEC, script)
-        return fat.view()
 
     def output_limit(self, script):
         """The most bytes a build from this base may write."""
         return len(self.data) + len(script) + OUTPUT_SLACK
 
     @contextlib.contextmanager
-    def assembled(self, script, uefi='auto'):
+    def assembled(self, script, uefi='auto', efi_as_is=False):
         """Yield (pycdlib object of the new ISO, BuildResult).
 
         On exit the object and every buffer handed to it are closed, so
@@ -711,7 +765,8 @@ class BaseIso:
         new = None
         try:
             try:
-                new, result = self._assemble(script, uefi, readers)
+                new, result = self._assemble(script, uefi, readers,
+                                             efi_as_is)
                 yield new, result
             except (exception.NovaIpxeError, OSError):
                 raise   # OSError: the caller's output (IsoBuildFailed)
@@ -729,7 +784,7 @@ class BaseIso:
             for reader in readers:
                 reader.close()
 
-    def _contents(self, script, with_uefi):
+    def _contents(self, script, with_uefi, efi_as_is=False):
         """[(IsoFile or None, data key, data)] of the new ISO's files.
 
         The key names where the bytes come from: files with the same key
@@ -742,8 +797,11 @@ class BaseIso:
             replaced[self.bios.config.iso_path] = (
                 'cfg', self.bios.config_text().encode('ascii'))
         if with_uefi:
+            # As is: the caller puts the script in (templates do it in
+            # the output, saving a copy of the image).
             replaced[self.efi.image.iso_path] = (
-                'efi', self._efi_image_with(script))
+                'efi', self.file_bytes(self.efi.image) if efi_as_is
+                else self._efi_image_with(script))
         skip = set()
         if self.efi and not with_uefi:
             skip.add(self.efi.image.iso_path)
@@ -763,7 +821,7 @@ class BaseIso:
             contents.append((None, 'script', script))
         return contents
 
-    def _assemble(self, script, uefi, readers):
+    def _assemble(self, script, uefi, readers, efi_as_is=False):
         def reader(data):
             readers.append(_ViewReader(data))
             return readers[-1]
@@ -776,7 +834,7 @@ class BaseIso:
                 source=self.source,
                 reason='it has no BIOS entry and UEFI is %s' % (
                     'off' if uefi == 'off' else 'unusable'))
-        contents = self._contents(script, with_uefi)
+        contents = self._contents(script, with_uefi, efi_as_is)
         first = {}
         planned = 0
         for f, key, data in contents:
@@ -854,38 +912,448 @@ class BaseIso:
         """Write the per-instance ISO to ``output`` atomically."""
         if isinstance(script, str):
             script = script.encode('ascii')
+        template = self._template(script, uefi)
+        if template is not None:
+            size = self._to_file(output, lambda f: template.write(f, script))
+            return dataclasses.replace(template.result, path=output,
+                                       size=size)
+        with self.assembled(script, uefi) as (new, result):
+            size = self._to_file(output, lambda f: self._write(new, f,
+                                                               script))
+        return dataclasses.replace(result, path=output, size=size)
+
+    @staticmethod
+    def _to_file(output, write):
+        """Call ``write(file)`` on a temporary file, then rename it."""
         directory = os.path.dirname(os.path.abspath(output))
         tmp = None
-        with self.assembled(script, uefi) as (new, result):
-            try:
-                fd, tmp = tempfile.mkstemp(
-                    dir=directory, prefix='.%s.' % os.path.basename(output),
-                    suffix='.tmp')
-                with os.fdopen(fd, 'wb') as f:
-                    self._write(new, f, script)
-                    size = f.tell()
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, output)
-                tmp = None
-            except OSError as e:
-                raise exception.IsoBuildFailed(
-                    path=output, reason=e.strerror or str(e))
-            finally:
-                if tmp is not None:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-        return dataclasses.replace(result, path=output, size=size)
+        try:
+            fd, tmp = tempfile.mkstemp(
+                dir=directory, prefix='.%s.' % os.path.basename(output),
+                suffix='.tmp')
+            with os.fdopen(fd, 'wb') as f:
+                write(f)
+                f.seek(0, io.SEEK_END)
+                size = f.tell()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, output)
+            tmp = None
+        except OSError as e:
+            raise exception.IsoBuildFailed(
+                path=output, reason=e.strerror or str(e))
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        return size
 
     def build_bytes(self, script, uefi='auto'):
         """The per-instance ISO in memory (for uploads, e.g. XenAPI)."""
         if isinstance(script, str):
             script = script.encode('ascii')
+        template = self._template(script, uefi)
+        if template is not None:
+            return template.to_bytes(script), template.result
+        return self._full_bytes(script, uefi)
+
+    def _full_bytes(self, script, uefi='auto'):
+        """build_bytes() the long way, with no template."""
         with self.assembled(script, uefi) as (new, result):
             out = io.BytesIO()
             self._write(new, out, script)
         return out.getvalue(), result
+
+    # -- templates: the layout built once, the script patched in ----------
+
+    def _template(self, script, uefi):
+        """The :class:`_Template` ``script`` fits, made on first use.
+
+        None means: build the long way (no usable template for this
+        script, or making one failed; the long way then raises whatever
+        error the build ends in).
+        """
+        with_uefi = self._plan_uefi(uefi)
+        if self.bios is None and not with_uefi:
+            return None
+        cs = self.efi.cluster_size if with_uefi else 1
+        if not 0 < len(script) <= MAX_TEMPLATE_SCRIPT or not cs:
+            return None
+        # Scripts of the same sector and cluster counts share a layout.
+        key = (with_uefi, -(-len(script) // SECTOR),
+               -(-len(script) // cs) if with_uefi else 0)
+        with self._template_lock:
+            if key in self._templates:
+                self._templates.move_to_end(key)
+                template = self._templates[key]
+            else:
+                template = self._make_template(with_uefi, *key[1:])
+                self._templates[key] = template
+                while len(self._templates) > MAX_TEMPLATES:
+                    self._templates.popitem(last=False)
+        if template is None or len(template.data) > self.output_limit(
+                script):
+            return None
+        return template
+
+    def _make_template(self, with_uefi, sectors, clusters):
+        """A build with a placeholder script of the key's counts, mapped.
+
+        The placeholder is 16-byte blocks of a random nonce and the block
+        number: every copy of it in the output is found by its bytes,
+        wherever pycdlib and the FAT writer put it, and must be found
+        whole.  Anything unexpected: no template (None).
+        """
+        slot = sectors * SECTOR
+        if with_uefi:
+            slot = min(slot, clusters * self.efi.cluster_size)
+        nonce = secrets.token_bytes(12)
+        placeholder = b''.join(nonce + i.to_bytes(4, 'big')
+                               for i in range(slot // 16))
+        try:
+            with self.assembled(placeholder,
+                                'require' if with_uefi else 'off',
+                                efi_as_is=True) as (new, result):
+                out = _MemoryWriter(self.output_limit(placeholder))
+                self._write(new, out, placeholder)
+            data = out.value()
+            efi = None
+            if with_uefi:
+                # The EFI image went in as is: the script goes in now, in
+                # the output (its size, all pycdlib's layout knows of it,
+                # is the same).
+                at = [extent * SECTOR for _, path, extent, length
+                      in _template_records(data)
+                      if path == self.efi.image.iso_path
+                      and length == self.efi.image.length]
+                if len(at) != 1:
+                    raise _NoTemplate('no one EFI image record')
+                with memoryview(data)[at[0]:at[0] + self.efi.image.length] \
+                        as view:
+                    self._put_script(esp.FatImage(view, self.efi.image.path,
+                                                  writable='in place'),
+                                     placeholder)
+                efi = (self.efi.image, sorted({
+                    '/' + AUTOEXEC, posixpath.join(
+                        posixpath.dirname(self.efi.loader), AUTOEXEC)}))
+            return _Template.map(data, nonce, slot, result, efi)
+        except Exception as e:
+            # The long way will raise the build's own error, if any.
+            LOG.debug('%s: no build template (%s: %s)', self.source,
+                      type(e).__name__, e)
+            return None
+
+
+# Scripts up to this size are patched into a template; larger ones (none
+# a real network config renders) are built the long way.
+MAX_TEMPLATE_SCRIPT = 64 * 1024
+# Templates kept per base: one per script size class in use.
+MAX_TEMPLATES = 2
+_BLOCK = 16 * 1024  # the granularity of zero runs left as holes
+_HOLE = 64 * 1024   # shorter zero runs are written
+
+
+class _NoTemplate(Exception):
+    pass
+
+
+class _MemoryWriter(io.RawIOBase):
+    """A seekable file writing into one bytearray of ``size`` bytes.
+
+    io.BytesIO grows its buffer in small steps, copying it each time: for
+    a 9 MiB ISO written 32 KiB at a time that costs more than the build.
+    The bytes written (and any gap sought over) are :meth:`value`.
+    """
+
+    def __init__(self, size):
+        super().__init__()
+        self.data = bytearray(size)
+        self._pos = 0
+        self._end = 0
+
+    def value(self):
+        del self.data[self._end:]
+        return self.data
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def write(self, chunk):
+        end = self._pos + len(chunk)
+        if end > len(self.data):    # the bounded writer above stops it
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[self._pos:end] = chunk
+        self._pos = end
+        self._end = max(self._end, end)
+        return len(chunk)
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos,
+                io.SEEK_END: self._end}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+
+class _Template:
+    """A full build's output with a placeholder script, mapped.
+
+    A build of a script of the same sector and FAT cluster counts
+    differs from it only where the script's bytes and sizes are, so a
+    build is the template's bytes with the script and its length
+    patched in: the ISO 9660 and Joliet records' data lengths, the FAT
+    directory entries' sizes, the script's data in the ISO and in the FAT
+    image, zero padded as the long way pads it, and fresh isohybrid
+    identifiers (see _new_ids).  Everything else (layout, boot info
+    table, El Torito catalog, isohybrid partitions, FAT chains, FSInfo)
+    is the template's, and so are the time stamps: those of the first
+    build of the size class, not of each build.
+    """
+
+    __slots__ = ('data', 'result', 'data_sites', 'le_sites', 'be_sites',
+                 'runs', 'mbr_id', 'gpts')
+
+    def __init__(self, data, result, data_sites, le_sites, be_sites):
+        self.data = data
+        self.result = result
+        self.data_sites = tuple(data_sites)  # (offset, start, end) of it
+        self.le_sites = tuple(le_sites)      # 32-bit length, little end
+        self.be_sites = tuple(be_sites)      # and big end
+        self.runs = _data_runs(data)
+        self.mbr_id, self.gpts = _hybrid_ids(data)
+
+    @classmethod
+    def map(cls, data, nonce, slot, result, efi):
+        """Find the placeholder's copies and their sizes in ``data``."""
+        def fail(reason, *args):
+            raise _NoTemplate(reason % args)
+
+        blocks = slot // 16
+        counts = bytearray(blocks)
+        runs = []       # [offset, first block, last block]
+        at = data.find(nonce)
+        while at >= 0:
+            index = int.from_bytes(data[at + 12:at + 16], 'big')
+            if index >= blocks or counts[index] == 255:
+                fail('a stray placeholder block at %d', at)
+            counts[index] += 1
+            last = runs[-1] if runs else None
+            if (last and last[2] + 1 == index
+                    and last[0] + 16 * (index - last[1]) == at):
+                last[2] = index
+            else:
+                runs.append([at, index, index])
+            at = data.find(nonce, at + 16)
+        starts = {at for at, first, _ in runs if first == 0}
+        if not starts or counts.count(len(starts)) != blocks:
+            fail('the placeholder is not whole in every copy')
+        le, be, claimed = [], [], set()
+        efi_base = None
+        for record, path, extent, length in _template_records(data):
+            if extent * SECTOR in starts:
+                if length != slot or _be32(data, record + 14) != slot:
+                    fail('a record of the script has length %d', length)
+                le.append(record + 10)
+                be.append(record + 14)
+                claimed.add(extent * SECTOR)
+            if efi and path == efi[0].iso_path:
+                if length != efi[0].length:
+                    fail('the EFI image changed size')
+                efi_base = extent * SECTOR
+        if efi:
+            if efi_base is None:
+                fail('no EFI image record')
+            view = memoryview(data)[efi_base:efi_base + efi[0].length]
+            fat = esp.FatImage(view, efi[0].path, writable=False)
+            for path in efi[1]:
+                where = fat.file_location(path)
+                if where is None:
+                    if path == '/' + AUTOEXEC:
+                        fail('no %s in the EFI image', path)
+                    continue
+                entry, size, clusters = where
+                if (size != slot or not clusters
+                        or efi_base + clusters[0] not in starts
+                        or efi_base + clusters[0] in claimed):
+                    fail('%s in the EFI image is not the placeholder', path)
+                le.append(efi_base + entry + 28)
+                claimed.add(efi_base + clusters[0])
+            view.release()
+        if claimed != starts:
+            fail('a copy of the placeholder has no size to patch')
+        return cls(data, result,
+                   [(at, 16 * first, 16 * (last + 1))
+                    for at, first, last in runs], le, be)
+
+    def patches(self, script):
+        """(offset, bytes) that turn the template into ``script``'s build."""
+        for at, start, end in self.data_sites:
+            chunk = script[start:end]
+            yield at, chunk + bytes(end - start - len(chunk))
+        for at in self.le_sites:
+            yield at, len(script).to_bytes(4, 'little')
+        for at in self.be_sites:
+            yield at, len(script).to_bytes(4, 'big')
+        yield from self._new_ids()
+
+    def _new_ids(self):
+        """Fresh isohybrid identifiers, as pycdlib draws them per build.
+
+        The MBR disk signature, and each GPT's disk and partition GUIDs
+        (pycdlib draws the backup GPT's apart from the primary's, and
+        packs UUID.bytes), with the CRCs made again.
+        """
+        if self.mbr_id is not None:
+            yield self.mbr_id, random.getrandbits(32).to_bytes(4, 'little')
+        for header_at, entries_at, parts, crc_len in self.gpts:
+            header = bytearray(self.data[header_at:header_at + 92])
+            header[56:72] = uuid.uuid4().bytes
+            entries = bytearray(self.data[entries_at:entries_at + crc_len])
+            for i in range(parts):
+                entries[i * 128 + 16:i * 128 + 32] = uuid.uuid4().bytes
+            header[88:92] = zlib.crc32(entries).to_bytes(4, 'little')
+            header[16:20] = bytes(4)
+            header[16:20] = zlib.crc32(header).to_bytes(4, 'little')
+            yield header_at, bytes(header)
+            yield entries_at, bytes(entries[:parts * 128])
+
+    def write(self, f, script):
+        """Write the build to ``f``, a new file: zero runs stay holes."""
+        view = memoryview(self.data)
+        for start, end in self.runs:
+            f.seek(start)
+            f.write(view[start:end])
+        for at, blob in self.patches(script):
+            f.seek(at)
+            f.write(blob)
+        f.truncate(len(self.data))
+        view.release()
+
+    def to_bytes(self, script):
+        out = bytearray(self.data)
+        for at, blob in self.patches(script):
+            out[at:at + len(blob)] = blob
+        return bytes(out)
+
+
+def _hybrid_ids(data):
+    """Where a template's isohybrid identifiers are (see _new_ids).
+
+    (offset of the MBR disk signature or None, ((GPT header offset,
+    entries offset, entries in use, bytes under the entries CRC), ...)).
+    Each GPT must check out as pycdlib writes it, or: _NoTemplate.
+    """
+    if data[510:512] != b'\x55\xaa':
+        return None, ()
+    gpts = []
+    if data[512:520] == b'EFI PART':
+        backup = int.from_bytes(data[512 + 32:512 + 40], 'little') * 512
+        for header_at in (512, backup):
+            header = bytearray(data[header_at:header_at + 92])
+            if header[:8] != b'EFI PART' or _u32(header, 12) != 92:
+                raise _NoTemplate('an unexpected GPT header')
+            crc = _u32(header, 16)
+            header[16:20] = bytes(4)
+            if zlib.crc32(header) != crc:
+                raise _NoTemplate('a GPT header CRC does not check out')
+            entries_at = int.from_bytes(header[72:80], 'little') * 512
+            count, size = _u32(header, 80), _u32(header, 84)
+            if size != 128 or not 0 < count <= MAX_GPT_ENTRIES:
+                raise _NoTemplate('unexpected GPT entries')
+            table = data[entries_at:entries_at + count * 128]
+            parts = 0
+            while parts < count and any(table[parts * 128:parts * 128 + 16]):
+                parts += 1
+            # pycdlib's CRC covers the entries in use; the spec's, all.
+            for crc_len in (parts * 128, count * 128):
+                if zlib.crc32(table[:crc_len]) == _u32(header, 88):
+                    break
+            else:
+                raise _NoTemplate('a GPT entries CRC does not check out')
+            gpts.append((header_at, entries_at, parts, crc_len))
+    return 440, tuple(gpts)
+
+
+def _be32(data, at):
+    return int.from_bytes(data[at:at + 4], 'big')
+
+
+def _data_runs(data):
+    """(start, end) of the parts of ``data`` to write; the rest is zeros.
+
+    Zero runs of at least _HOLE bytes become holes (seeked over), fewer
+    bytes for the kernel to copy; a file system without holes fills them
+    with the same zeros.
+    """
+    zero = bytes(_BLOCK)
+    runs = []
+    for at in range(0, len(data), _BLOCK):
+        end = min(at + _BLOCK, len(data))
+        if data[at:end] == (zero if end - at == _BLOCK else
+                            bytes(end - at)):
+            continue
+        if runs and at - runs[-1][1] < _HOLE:
+            runs[-1][1] = end
+        else:
+            runs.append([at, end])
+    return tuple(tuple(run) for run in runs)
+
+
+def _template_records(data):
+    """(record offset, ISO 9660 path or None, extent, length) of files.
+
+    Every file record of every tree of a template: our own output, walked
+    within bounds all the same; any surprise is a _NoTemplate.
+    """
+    found = []
+    for index in range(16, 16 + MAX_DESCRIPTORS):
+        vd = data[index * SECTOR:(index + 1) * SECTOR]
+        if len(vd) < SECTOR or vd[1:6] != b'CD001':
+            raise _NoTemplate('volume descriptor %d' % index)
+        if vd[0] == 255:
+            break
+        if vd[0] not in (1, 2):
+            continue
+        primary = vd[0] == 1
+        pending = [(_u32(vd, 158), _u32(vd, 166), '', 1)]
+        visited = 0
+        while pending:
+            extent, length, path, depth = pending.pop()
+            visited += 1
+            if depth > MAX_DEPTH or visited > MAX_ENTRIES:
+                raise _NoTemplate('too many directories')
+            at, end = extent * SECTOR, extent * SECTOR + length
+            if end > len(data):
+                raise _NoTemplate('a directory past the end')
+            while at < end:
+                size = data[at]
+                if size == 0:
+                    at = (at // SECTOR + 1) * SECTOR
+                    continue
+                if size < 34 or at + size > end:
+                    raise _NoTemplate('a malformed record')
+                name = data[at + 33:at + 33 + data[at + 32]]
+                if name not in (b'\0', b'\1'):
+                    child = primary and path + '/' + name.decode('latin-1')
+                    if data[at + 25] & 0x02:
+                        pending.append((_u32(data, at + 2),
+                                        _u32(data, at + 10), child,
+                                        depth + 1))
+                    else:
+                        found.append((at, child or None, _u32(data, at + 2),
+                                      _u32(data, at + 10)))
+                        if len(found) > 4 * MAX_ENTRIES:
+                            raise _NoTemplate('too many records')
+                at += size
+    else:
+        raise _NoTemplate('no volume descriptor terminator')
+    return found
 
 
 def _read_at_most(fd, limit, size_hint=0):
@@ -1124,4 +1592,5 @@ class _LayoutReader:
             return EfiBoot(image=image, loader=EFI_LOADER,
                            reason='its EFI iPXE predates autoexec.ipxe '
                                   'support (iPXE before 2021)')
-        return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True)
+        return EfiBoot(image=image, loader=EFI_LOADER, autoexec=True,
+                       cluster_size=fat.cluster_size)

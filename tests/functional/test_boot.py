@@ -30,6 +30,7 @@ import uuid
 from testtools import content
 
 from nova_ipxe import builder
+from nova_ipxe import exception
 from tests import base
 from tests import samples
 from tools import bootlab
@@ -89,9 +90,21 @@ class BootTestCase(base.TestCase):
         flags.setdefault('chain_retry_delay', 1)
         self.flags(**flags)
         out = os.path.join(self.tmp, 'instance.iso')
-        result, rendered = builder.build_iso(source, builder.Instance(
-            network_data=data, uuid=UUID, hostname=hostname), out,
-            self.conf)
+        instance = builder.Instance(network_data=data, uuid=UUID,
+                                    hostname=hostname)
+        base_iso = builder.load_base(source, self.conf)
+        # A decoy of the same length first, as a warm nova-compute has
+        # built other instances' ISOs: the ISO booted is the decoy's
+        # template with this script patched in, and any byte of the decoy
+        # left would stop the boot.
+        text = builder.render_script(instance, self.conf).text.encode()
+        decoy = b'#!ipxe\necho decoy\nexit 1\n'.ljust(len(text), b'#')
+        try:
+            base_iso.build_bytes(decoy, uefi=self.conf.ipxe.uefi)
+        except exception.NovaIpxeError:
+            pass    # the build below raises it
+        result, rendered = builder.build_iso(base_iso, instance, out,
+                                             self.conf)
         self.rendered = rendered
         return out, result
 

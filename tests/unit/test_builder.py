@@ -84,3 +84,40 @@ class StockOnFailureTestCase(base.TestCase):
                           self.conf)
         self.assertRaises(TypeError, builder.stock_on_failure,
                           'not an exception', self.conf)
+
+
+class ParsedBasesTestCase(base.TestCase):
+
+    def test_concurrent_misses_parse_once(self):
+        import threading
+        import time
+
+        from tests import samples
+        loads = []
+        real = builder.load_base
+
+        def slow(path, conf, name=None):
+            loads.append(path)
+            time.sleep(0.2)     # long enough for every thread to miss
+            return real(path, conf, name)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.builder.load_base', slow))
+        bases = builder.ParsedBases(size=2)
+        got = []
+        threads = [threading.Thread(target=lambda: got.append(bases.get(
+            'k', samples.bookworm_iso(), self.conf))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(1, len(loads))
+        self.assertEqual(4, len(got))
+        self.assertEqual(1, len({id(b) for b in got}))
+        # Bounded, oldest out; a failed parse is not cached.
+        bases.get('k2', samples.bookworm_iso(), self.conf)
+        bases.get('k3', samples.bookworm_iso(), self.conf)
+        self.assertEqual(['k2', 'k3'], list(bases._bases))
+        self.assertRaises(exception.InvalidIso, bases.get, 'bad',
+                          '/nonexistent.iso', self.conf)
+        self.assertEqual(['k2', 'k3'], list(bases._bases))
+        self.assertEqual({}, bases._loading)

@@ -140,15 +140,17 @@ class CliTestCase(base.TestCase):
 
 # Runs the CLI with pycdlib's writer stalled after its first bytes, so
 # that a signal arrives while the temp file is half written.
+# Stalls where a build writes the output file: a build patches its script
+# into the base's template (see nova_ipxe.iso._Template).
 STALLED_WRITE = '''
 import os, sys, time
-import pycdlib
-def write_fp(self, fp, *args, **kwargs):
+from nova_ipxe import iso
+def write(self, fp, *args, **kwargs):
     fp.write(b"partial ISO")
     fp.flush()
     open(os.environ["NIPXE_WRITING"], "w").close()
     time.sleep(120)
-pycdlib.PyCdlib.write_fp = write_fp
+iso._Template.write = write
 from nova_ipxe import cli
 sys.exit(cli.main(sys.argv[1:]))
 '''

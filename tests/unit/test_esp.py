@@ -376,6 +376,31 @@ class WriteTest(EspTestCase):
         self.assertIn('/EFI/BOOT', str(error))
         self.assertEqual(data, image.to_bytes())
 
+    def test_in_place(self):
+        # Editing a slice of a larger buffer (an ISO being assembled) in
+        # place does what editing a copy does, and touches nothing else.
+        data = self.load(self.mkfs(*FAT12))
+        copy = esp.FatImage(data)
+        copy.write_file('/', 'autoexec.ipxe', b'#!ipxe\n' * 500,
+                        mtime=1.7e9)
+        outer = bytearray(b'\xaa' * 4096 + data + b'\xbb' * 4096)
+        with memoryview(outer)[4096:4096 + len(data)] as view:
+            image = esp.FatImage(view, writable='in place')
+            image.write_file('/', 'autoexec.ipxe', b'#!ipxe\n' * 500,
+                             mtime=1.7e9)
+            self.assertEqual(b'#!ipxe\n' * 500,
+                             image.read_file('/autoexec.ipxe'))
+            del image
+        self.assertEqual(copy.to_bytes(), bytes(outer[4096:-4096]))
+        self.assertEqual(b'\xaa' * 4096, bytes(outer[:4096]))
+        self.assertEqual(b'\xbb' * 4096, bytes(outer[-4096:]))
+        # Only a writable byte buffer can be edited in place.
+        for buffer in (data, memoryview(outer).toreadonly()):
+            self.assertRaises(TypeError, esp.FatImage, buffer,
+                              writable='in place')
+        looking = esp.FatImage(outer[4096:-4096], writable=False)
+        self.assertRaises(TypeError, looking.write_file, '/', 'a', b'x')
+
     def test_cannot_replace_a_directory(self):
         img = self.mkfs(*FAT12)
         self.mmd(img, '/autoexec.ipxe')

@@ -20,6 +20,9 @@ import os
 import posixpath
 import struct
 import subprocess
+import threading
+import uuid
+import zlib
 
 import fixtures
 import hypothesis
@@ -163,6 +166,34 @@ class IsoTestCase(base.TestCase):
         with open(path, 'wb') as f:
             f.write(data)
         self.assertEqual(SCRIPT, samples.iso_files(path)['/nipxe.ipx'])
+
+    def test_isohybrid_ids_fresh_per_build(self):
+        # Patched builds draw the MBR signature and GPT GUIDs anew, as
+        # pycdlib does per build, and keep the GPT CRCs true.
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        outs = [base_iso.build_bytes(SCRIPT)[0] for _ in range(3)]
+        self.assertIsInstance(base_iso._template(SCRIPT, 'auto'),
+                              iso._Template)
+        self.assertEqual(3, len({out[440:444] for out in outs}))
+        for out in outs:
+            backup = int.from_bytes(out[544:552], 'little') * 512
+            guids = set()
+            for at in (512, backup):
+                header = bytearray(out[at:at + 92])
+                self.assertEqual(b'EFI PART', bytes(header[:8]))
+                crc = bytes(header[16:20])
+                header[16:20] = bytes(4)
+                self.assertEqual(zlib.crc32(header).to_bytes(4, 'little'),
+                                 crc)
+                entries = int.from_bytes(header[72:80], 'little') * 512
+                # pycdlib's entries CRC covers the two entries in use.
+                self.assertEqual(zlib.crc32(out[entries:entries + 256]),
+                                 int.from_bytes(header[88:92], 'little'))
+                guids.update((bytes(header[56:72]),
+                              out[entries + 16:entries + 32],
+                              out[entries + 144:entries + 160]))
+            self.assertEqual(6, len(guids))
+        self.assertEqual(3, len({out[512 + 56:512 + 72] for out in outs}))
 
 
 class BadIsoTestCase(base.TestCase):
@@ -634,6 +665,216 @@ class HostileIsoTestCase(base.TestCase):
             self.assertEqual([], os.listdir(self.tmp))
 
 
+class TemplateCase(base.TestCase):
+    """A build patched into the base's template is the full build.
+
+    Both run on one clock and with one MBR id and GPT GUIDs, so they must
+    agree byte for byte; a decoy script of the same size class makes the
+    template first, so nothing of it may survive a build.
+    """
+
+    LENGTHS = (1, 16, 511, 512, 513, 2047, 2048, 2049, 6000)
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MonkeyPatch('time.time', lambda: 1.7e9))
+        self.useFixture(fixtures.MonkeyPatch('random.getrandbits',
+                                             lambda bits: 0x5eed))
+        self.useFixture(fixtures.MonkeyPatch('uuid.uuid4',
+                                             lambda: uuid.UUID(int=7)))
+
+    @staticmethod
+    def script(length, fill=b'echo per-instance\n'):
+        return (b'#!ipxe\n' + fill * (length // len(fill) + 1))[:length]
+
+    def assertPatchedIsFull(self, base_iso, script, uefi='auto'):
+        base_iso.build_bytes(self.script(len(script), b'exit 1\n'),
+                             uefi=uefi)
+        self.assertIsInstance(base_iso._template(script, uefi),
+                              iso._Template)
+        patched, result = base_iso.build_bytes(script, uefi=uefi)
+        full, full_result = base_iso._full_bytes(script, uefi=uefi)
+        self.assertEqual(full_result, result)
+        self.assertEqual(len(full), len(patched))
+        if patched != full:
+            at = next(i for i, (a, b) in enumerate(zip(patched, full))
+                      if a != b)
+            self.fail('%d-byte script: the patched build differs from the '
+                      'full one at byte %d' % (len(script), at))
+        return patched
+
+    def uefi_iso(self, rock_ridge=True, stale=True):
+        """A BIOS+UEFI ISO whose FAT has 512-byte clusters (not sectors).
+
+        With ``stale``, stock scripts everywhere a build replaces them:
+        /EFI/BOOT/autoexec.ipxe in the FAT, /autoexec.ipxe on the ISO.
+        """
+        img = os.path.join(self.tmp, 'esp-%s.img' % rock_ridge)
+        subprocess.run(['mkfs.fat', '-C', '-F', '12', '-s', '1', img,
+                        '2048'], check=True, capture_output=True)
+        files = {'EFI/BOOT/BOOTX64.EFI': samples.trixie_file('ipxe.efi')}
+        if stale:
+            files['EFI/BOOT/autoexec.ipxe'] = b'#!ipxe\ndhcp\n'
+        subprocess.run(['mmd', '-i', img, '::/EFI', '::/EFI/BOOT'],
+                       check=True, capture_output=True)
+        for name, data in files.items():
+            src = os.path.join(self.tmp, 'part')
+            with open(src, 'wb') as f:
+                f.write(data)
+            subprocess.run(['mcopy', '-i', img, src, '::/' + name],
+                           check=True, capture_output=True)
+        with open(img, 'rb') as f:
+            efi = f.read()
+
+        def extra(new):
+            if stale:
+                kw = ({'rr_name': 'autoexec.ipxe',
+                       'joliet_path': '/autoexec.ipxe'} if rock_ridge
+                      else {})
+                new.add_fp(io.BytesIO(b'#!ipxe\ndhcp\n'), 13,
+                           '/AUTOEXEC.IPX;1', **kw)
+        return iso.BaseIso(boot_iso(extra, rock_ridge=rock_ridge, efi=efi),
+                           'uefi.iso')
+
+
+class TemplateTestCase(TemplateCase):
+
+    def test_stock_isos(self):
+        for source, uefis in ((samples.bookworm_iso(), ('auto',)),
+                              (samples.trixie_iso(), ('auto', 'off'))):
+            base_iso = iso.BaseIso.from_path(source)
+            for uefi in uefis:
+                for length in self.LENGTHS:
+                    self.assertPatchedIsFull(base_iso, self.script(length),
+                                             uefi)
+
+    def test_small_clusters_and_stale_scripts(self):
+        for rock_ridge in (True, False):
+            base_iso = self.uefi_iso(rock_ridge)
+            self.assertEqual(512, base_iso.efi.cluster_size)
+            for length in self.LENGTHS:
+                script = self.script(length)
+                out = self.assertPatchedIsFull(base_iso, script)
+                rebuilt = iso.BaseIso(out, 'out.iso')
+                self.assertEqual(script, bytes(rebuilt.file_bytes(
+                    rebuilt.lookup('/nipxe.ipx'))))
+                fat = esp.FatImage(rebuilt.file_bytes(rebuilt.efi.image),
+                                   writable=False)
+                self.assertEqual(script, fat.read_file('/autoexec.ipxe'))
+                self.assertEqual(script,
+                                 fat.read_file('/EFI/BOOT/autoexec.ipxe'))
+            # One template per size class in use, at most MAX_TEMPLATES.
+            self.assertEqual(iso.MAX_TEMPLATES, len(base_iso._templates))
+
+    def test_file_output_is_the_bytes(self):
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        out = os.path.join(self.tmp, 'out.iso')
+        for length in (100, 300):
+            script = self.script(length)
+            result = base_iso.build(script, out)
+            with open(out, 'rb') as f:
+                data = f.read()
+            self.assertEqual(base_iso.build_bytes(script)[0], data)
+            self.assertEqual(len(data), result.size)
+            self.assertEqual(0o644, os.stat(out).st_mode & 0o777)
+        self.assertEqual(['out.iso'], os.listdir(self.tmp))
+        self.assertEqual(self.script(300),
+                         samples.iso_files(out)['/nipxe.ipx'])
+
+    def test_long_script_built_the_long_way(self):
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.MAX_TEMPLATE_SCRIPT', 4096))
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        script = self.script(5000)
+        self.assertIsNone(base_iso._template(script, 'auto'))
+        out, result = base_iso.build_bytes(script)
+        self.assertTrue(result.uefi)
+        self.assertEqual({}, dict(base_iso._templates))
+        rebuilt = iso.BaseIso(out, 'out.iso')
+        self.assertEqual(script, bytes(rebuilt.file_bytes(
+            rebuilt.lookup('/nipxe.ipx'))))
+
+    def test_unmapped_template_falls_back(self):
+        def refuse(*args):
+            raise iso._NoTemplate('refused')
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso._Template.map', refuse))
+        logger = self.useFixture(fixtures.FakeLogger(level='DEBUG'))
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        out, _ = base_iso.build_bytes(SCRIPT)
+        self.assertEqual(base_iso._full_bytes(SCRIPT)[0], out)
+        self.assertEqual([None], list(base_iso._templates.values()))
+        self.assertIn('no build template (_NoTemplate: refused)',
+                      logger.output)
+
+    def test_map_refuses_an_incomplete_placeholder(self):
+        nonce = b'N' * 12
+        self.useFixture(fixtures.MonkeyPatch('secrets.token_bytes',
+                                             lambda n: nonce))
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        template = base_iso._template(SCRIPT, 'auto')
+        data = template.data
+        efi = (base_iso.efi.image, ['/autoexec.ipxe'])
+        slot = 2048
+        # As made, it maps to the same sites.
+        again = iso._Template.map(data, nonce, slot, template.result, efi)
+        self.assertEqual(template.data_sites, again.data_sites)
+        self.assertEqual(template.le_sites, again.le_sites)
+        site = template.data_sites[0][0]
+        record = template.le_sites[0] - 10
+        cases = {
+            # A block of one copy gone: a stale copy could survive.
+            'a block lost': (site + 32, b'\0' * 16),
+            # A block where none belongs.
+            'a stray block': (len(data) - 4096, nonce + b'\0\0\0\1'),
+            # A block numbered past the placeholder.
+            'a block past the end': (site, nonce + b'\xff' * 4),
+            # A copy whose record says another length.
+            'a record of another length': (record + 10,
+                                           (2047).to_bytes(4, 'little')),
+        }
+        for name, (at, junk) in cases.items():
+            bad = data[:at] + junk + data[at + len(junk):]
+            self.assertRaises(iso._NoTemplate, iso._Template.map, bad,
+                              nonce, slot, template.result, efi)
+        # No size for a copy in the FAT image: no EFI image to look in.
+        self.assertRaises(iso._NoTemplate, iso._Template.map, data, nonce,
+                          slot, template.result, None)
+
+    def test_output_bounded_with_a_template(self):
+        base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
+        base_iso.build_bytes(SCRIPT)
+        self.assertIsInstance(base_iso._template(SCRIPT, 'auto'),
+                              iso._Template)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
+        out = os.path.join(self.tmp, 'out.iso')
+        self.assertRaises(exception.InvalidIso, base_iso.build, SCRIPT, out)
+        self.assertEqual([], os.listdir(self.tmp))
+
+    def test_concurrent_builds(self):
+        base_iso = iso.BaseIso.from_path(samples.trixie_iso())
+        scripts = [self.script(1000, b'echo %d\n' % i) for i in range(6)]
+        outs = [None] * len(scripts)
+
+        def one(i):
+            outs[i] = base_iso.build_bytes(scripts[i])[0]
+        threads = [threading.Thread(target=one, args=(i,))
+                   for i in range(len(scripts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(1, len(base_iso._templates))
+        for script, out in zip(scripts, outs):
+            rebuilt = iso.BaseIso(out, 'out.iso')
+            self.assertEqual(script, bytes(rebuilt.file_bytes(
+                rebuilt.lookup('/nipxe.ipx'))))
+            fat = esp.FatImage(rebuilt.file_bytes(rebuilt.efi.image),
+                               writable=False)
+            self.assertEqual(script, fat.read_file('/autoexec.ipxe'))
+
+
 class ImmutableBaseTestCase(base.TestCase):
 
     def test_layout_is_frozen(self):
@@ -646,6 +887,42 @@ class ImmutableBaseTestCase(base.TestCase):
         self.assertIsInstance(base_iso.files, tuple)
         self.assertIsInstance(base_iso.dirs, tuple)
         self.assertRaises(TypeError, base_iso.data.__setitem__, 0, 0)
+
+    def test_capabilities_read_once_per_binary(self):
+        # Bases of the same bytes (two Glance images of one stock ISO)
+        # share the reading; the name stays each ISO's own.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso._CAPS_CACHE', collections.OrderedDict()))
+        reads = []
+        real = iso.ipxe_caps.read
+
+        def counted(data, binary):
+            reads.append(binary)
+            return real(data, binary)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.ipxe_caps.read', counted))
+        with open(samples.trixie_iso(), 'rb') as f:
+            data = f.read()
+        first = iso.BaseIso(data, 'image 1').capabilities()
+        self.assertEqual(2, len(reads))
+        second = iso.BaseIso(data, 'image 2')
+        self.assertEqual(first, second.capabilities())
+        self.assertEqual(first, second.capabilities())
+        self.assertEqual(2, len(reads))
+        _, _, files = samples.bookworm_parts()
+        renamed = iso.BaseIso.from_path(samples.isolinux_iso(
+            os.path.join(self.tmp, 'renamed.iso'),
+            b'DEFAULT ipxe\nLABEL ipxe\n KERNEL /other.krn\n',
+            {('/OTHER.KRN;1', '/other.krn'): files['/ipxe.krn']}))
+        original = iso.BaseIso.from_path(samples.bookworm_iso())
+        caps = renamed.capabilities()['bios']
+        self.assertEqual('/other.krn', caps.binary)
+        self.assertEqual('/ipxe.krn', original.capabilities()['bios'].binary)
+        self.assertEqual(caps.features,
+                         original.capabilities()['bios'].features)
+        # Bookworm's kernel once, under the first name; then its loader.
+        self.assertEqual(['/other.krn', '/efi.img:/EFI/BOOT/BOOTX64.EFI'],
+                         reads[2:])
 
     def test_uefi_warning_once_per_base(self):
         logger = self.useFixture(fixtures.FakeLogger())
@@ -679,7 +956,7 @@ mutation = st.tuples(st.sampled_from(REGIONS), st.integers(0, 2 ** 20),
                      st.binary(min_size=1, max_size=8))
 
 
-def _make(rock_ridge, files, depth, with_efi):
+def _make(rock_ridge, files, depth, with_efi, efi=None):
     """(bytes, sectors holding directory records) of one example ISO."""
     stock = _stock_files()
 
@@ -701,7 +978,8 @@ def _make(rock_ridge, files, depth, with_efi):
             data = bytes([i % 251]) * size
             new.add_fp(io.BytesIO(data), size, path, **kw)
             paths.append(path)
-    efi = stock['/efi.img'] if with_efi else None
+    if with_efi:
+        efi = stock['/efi.img']
     return samples.boot_iso_bytes(extra, rock_ridge=rock_ridge, efi=efi)
 
 
@@ -804,6 +1082,47 @@ class IsoParserPropertyTestCase(base.TestCase):
         self.assertGreaterEqual(reached['built'], total * 0.3, report)
         # And the early stages must refuse some: the mutations do bite.
         self.assertLess(reached['built'], total, report)
+
+
+class TemplatePropertyTestCase(TemplateCase):
+    """Patched is full on generated layouts.
+
+    Extra files, directories, hard links, Rock Ridge or not, UEFI or not,
+    any script length.
+    """
+
+    def test_generated_layouts(self):
+        made = self.uefi_iso(stale=True)
+        esp_bytes = bytes(made.file_bytes(made.efi.image))
+        built = collections.Counter()
+
+        @hypothesis.settings(max_examples=40, deadline=None, database=None,
+                             derandomize=True,
+                             suppress_health_check=list(
+                                 hypothesis.HealthCheck))
+        @hypothesis.given(
+            rock_ridge=st.booleans(),
+            files=st.lists(extra_file, max_size=8),
+            depth=st.integers(0, 3),
+            with_efi=st.booleans(),
+            length=st.integers(1, 9000))
+        def one(rock_ridge, files, depth, with_efi, length):
+            try:
+                source = _make(rock_ridge, files, depth, False,
+                               efi=esp_bytes if with_efi else None)
+            except pycdlib.pycdlibexception.PyCdlibException:
+                hypothesis.assume(False)
+            try:
+                base_iso = iso.BaseIso(source, 'gen.iso')
+            except exception.NovaIpxeError:
+                hypothesis.assume(False)  # e.g. a name clash refused
+            self.assertPatchedIsFull(base_iso, self.script(length))
+            built[with_efi] += 1
+
+        one()
+        # Both kinds were built, not only refused.
+        self.assertGreater(built[True], 5, built)
+        self.assertGreater(built[False], 5, built)
 
 
 def _text(text):
