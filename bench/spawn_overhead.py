@@ -76,6 +76,7 @@ def make_case(driver_name, iso, spawns):
 
         def test_spawns(self):
             image = self.add_ipxe_image(iso, image_id=self.uuid())
+            self.warm_image_cache(image)
             flavor = self._create_flavor(memory_mb=64, vcpu=1, disk=1,
                                          ephemeral=0, name='bench')
             e2e, added = [], []
@@ -92,6 +93,21 @@ def make_case(driver_name, iso, spawns):
                 added.append(sum(self.added))
                 self._delete_server(server)
             RESULTS[(driver_name, iso)] = (e2e, added)
+
+        @staticmethod
+        def warm_image_cache(image_id):
+            """Nova's own fetch into _base, as an earlier spawn left it.
+
+            Only Nova's cache is warmed: our in-process caches (parsed
+            base, capabilities, templates) start cold, so the first
+            spawn pays them.
+            """
+            from nova import context
+            from nova.virt.libvirt import utils as libvirt_utils
+            path = ipxe_libvirt.LibvirtDriver._base_path(image_id)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            libvirt_utils.fetch_image(context.get_admin_context(), path,
+                                      image_id)
 
         @staticmethod
         def uuid():
@@ -142,30 +158,35 @@ def main():
             e2e, added = RESULTS[(driver_name, iso)]
             # Partial figures as they come (a run takes minutes).
             print('# %s %s: e2e p50 %.1f ms p99 %.1f ms, added p50 %.1f '
-                  'ms p99 %.1f ms' % (
+                  'ms p99 %.1f ms 1st %.1f ms' % (
                       name, driver_name, pct(e2e, 50) * 1e3,
                       pct(e2e, 99) * 1e3, pct(added, 50) * 1e3,
-                      pct(added, 99) * 1e3), file=sys.stderr, flush=True)
+                      pct(added, 99) * 1e3, added[0] * 1e3),
+                  file=sys.stderr, flush=True)
     print('spawn overhead of ipxe.LibvirtDriver, %d spawns each (first '
           'included), warm image cache, Nova functional harness' %
           args.spawns)
     print('CPU: %s, Python %s' % (benchlib.cpu_model(),
                                   sys.version.split()[0]))
-    print('%-9s %-22s %10s %10s %12s %12s' % (
-        'ISO', 'driver', 'added p50', 'added p99', 'e2e p50', 'e2e p99'))
+    # p99 is nearest-rank: with 100 spawns the 99th, so the slowest (the
+    # first, cold caches) is shown on its own as "added 1st".
+    print('%-9s %-22s %10s %10s %10s %12s %12s' % (
+        'ISO', 'driver', 'added p50', 'added p99', 'added 1st', 'e2e p50',
+        'e2e p99'))
     for name, iso in ISOS:
         stock_e2e, _ = RESULTS[('libvirt.LibvirtDriver', iso)]
         ours_e2e, added = RESULTS[('ipxe.LibvirtDriver', iso)]
         for driver_name, e2e, add in (
                 ('libvirt.LibvirtDriver', stock_e2e, None),
                 ('ipxe.LibvirtDriver', ours_e2e, added)):
-            print('%-9s %-22s %10s %10s %9.1f ms %9.1f ms' % (
+            print('%-9s %-22s %10s %10s %10s %9.1f ms %9.1f ms' % (
                 name, driver_name,
                 '-' if add is None else '%.1f ms' % (pct(add, 50) * 1e3),
                 '-' if add is None else '%.1f ms' % (pct(add, 99) * 1e3),
+                '-' if add is None else '%.1f ms' % (add[0] * 1e3),
                 pct(e2e, 50) * 1e3, pct(e2e, 99) * 1e3))
-        print('%-9s %-22s %10s %10s %9.1f ms %9.1f ms' % (
-            name, 'difference (ours-stock)', '', '',
+        print('%-9s %-22s %10s %10s %10s %9.1f ms %9.1f ms' % (
+            name, 'difference (ours-stock)', '', '', '',
             (pct(ours_e2e, 50) - pct(stock_e2e, 50)) * 1e3,
             (pct(ours_e2e, 99) - pct(stock_e2e, 99)) * 1e3))
     return 0

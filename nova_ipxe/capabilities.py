@@ -193,11 +193,15 @@ class _Image:
     def pointers_to(self, text):
         """Aligned offsets of words pointing at the string ``text``."""
         found = []
-        needle = text + b'\0'
-        start = self.image.find(needle)
+        end = len(text)
+        # Searching for text, not text + NUL, and checking the NUL is
+        # several times faster: the image is mostly zero bytes.
+        start = self.image.find(text)
         while start >= 0:
-            found += self._aligned(struct.pack(self.pack, start + self.base))
-            start = self.image.find(needle, start + 1)
+            if self.image[start + end:start + end + 1] == b'\0':
+                found += self._aligned(
+                    struct.pack(self.pack, start + self.base))
+            start = self.image.find(text, start + 1)
         return found
 
     def features(self):
@@ -229,11 +233,17 @@ class _Image:
         return name if name in KNOWN_FEATURES else None
 
     def _aligned(self, packed):
-        at = self.image.find(packed)
+        # A pointer's high bytes are zero: find its significant bytes
+        # (fast, as for the names) and compare the whole word there.
+        key = packed.rstrip(b'\0')
+        if len(key) < 3:
+            key = packed
+        at = self.image.find(key)
         while at >= 0:
-            if at % self.ptr == 0:
+            if (at % self.ptr == 0 and
+                    self.image[at:at + self.ptr] == packed):
                 yield at
-            at = self.image.find(packed, at + 1)
+            at = self.image.find(key, at + 1)
 
     def commands(self):
         """The command table, found from a command every build has.

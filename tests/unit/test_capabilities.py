@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import struct
 import subprocess
 import sys
 
@@ -111,6 +112,31 @@ class ReadTestCase(base.TestCase):
             self.assertTrue(caps.reason)
             self.assertEqual([], capabilities.problems(
                 caps, 'https://h/m', None, 'chain x'))
+
+    def test_pointers_are_whole_aligned_words(self):
+        # The search looks for a name without its NUL and for a pointer's
+        # non-zero bytes only; what it then finds must still be a whole,
+        # aligned word pointing at a NUL-terminated name.
+        for ptr, pack in ((8, '<Q'), (4, '<I')):
+            base = 0x10000
+            strings = b'DNSSEC\0TFTP\0DNS\0'
+            tftp, dns = base + 7, base + 12
+            words = [
+                tftp + 1,                # "FTP": the tail of "TFTP"
+                dns,
+                dns | (0x7f << 8 * (ptr - 1)),   # dns's low bytes only
+                base,                    # "DNSSEC" is not "DNS"
+            ]
+            image = bytearray(strings + b'\0' * (32 - len(strings)))
+            for w in words:
+                image += struct.pack(pack, w)
+            # dns's bytes once more, unaligned.
+            image += b'\0' + struct.pack(pack, dns) + b'\0' * (ptr - 1)
+            img = capabilities._Image(bytes(image), base, ptr)
+            self.assertEqual([32], img.pointers_to(b'FTP'))
+            self.assertEqual([32 + ptr], img.pointers_to(b'DNS'))
+            self.assertEqual([32 + 3 * ptr], img.pointers_to(b'DNSSEC'))
+            self.assertEqual([], img.pointers_to(b'DNSSE'))
 
     def test_inspect_shows_each_path(self):
         out = subprocess.run(
