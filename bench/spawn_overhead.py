@@ -60,9 +60,9 @@ def pct(values, p):
 
 def make_case(driver_name, iso, spawns):
     from nova_ipxe.virt import libvirt as ipxe_libvirt
-    from tests.nova import test_libvirt
+    from tests.nova import libvirt_base
 
-    class Bench(test_libvirt.IpxeLifecycleBase):
+    class Bench(libvirt_base.IpxeLifecycleBase):
 
         def _setup_compute_service(self):
             self.flags(compute_driver=driver_name)

@@ -25,11 +25,10 @@ import subprocess
 import sys
 
 from tests.nova import libvirt_base
-from tests.nova import test_libvirt
 from tests import samples
 
 
-class BootTestCase(test_libvirt.IpxeLifecycleBase):
+class BootTestCase(libvirt_base.IpxeLifecycleBase):
 
     def boot_in_qemu(self, iso, mac, firmware='bios'):
         proc = subprocess.run(

@@ -500,6 +500,11 @@ class FailureTestCase(IpxeLifecycleBase):
         server = self.boot(expected_state='ERROR')
         self.assert_fault(server, 'file-based image backend')
 
+    def test_rbd_image_backend_is_refused(self):
+        self.flags(images_type='rbd', group='libvirt')
+        server = self.boot(expected_state='ERROR')
+        self.assert_fault(server, 'file-based image backend', 'not rbd')
+
 
 class FirmwareTestCase(IpxeLifecycleBase):
 

@@ -1024,15 +1024,19 @@ def _records(data, extent):
     return offsets or [start]
 
 
+def _reproducible(max_examples):
+    """The same examples on every run and machine, no example database."""
+    return hypothesis.settings(
+        max_examples=max_examples, deadline=None, database=None,
+        derandomize=True, suppress_health_check=list(hypothesis.HealthCheck))
+
+
 class IsoParserPropertyTestCase(base.TestCase):
 
     def test_hostile_isos_end_typed_or_bounded(self):
         reached = collections.Counter()
 
-        @hypothesis.settings(max_examples=150, deadline=None, database=None,
-                             derandomize=True,
-                             suppress_health_check=list(
-                                 hypothesis.HealthCheck))
+        @_reproducible(max_examples=150)
         @hypothesis.given(
             rock_ridge=st.booleans(),
             files=st.lists(extra_file, max_size=12),
@@ -1096,10 +1100,7 @@ class TemplatePropertyTestCase(TemplateCase):
         esp_bytes = bytes(made.file_bytes(made.efi.image))
         built = collections.Counter()
 
-        @hypothesis.settings(max_examples=40, deadline=None, database=None,
-                             derandomize=True,
-                             suppress_health_check=list(
-                                 hypothesis.HealthCheck))
+        @_reproducible(max_examples=40)
         @hypothesis.given(
             rock_ridge=st.booleans(),
             files=st.lists(extra_file, max_size=8),
