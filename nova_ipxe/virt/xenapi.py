@@ -346,21 +346,21 @@ def detach_iso(xapi, vm_ref):
 
 
 def destroy_instance_isos(xapi, instance_uuid, sr_ref=None, sr_name=None):
-    """Destroy every nova-ipxe VDI of the instance left on the SR.
+    """Destroy the instance's nova-ipxe VDIs that no VM uses any more.
 
-    For VM destruction: XAPI destroys a VM's VBDs with it but never its
-    VDIs, so a VDI whose attach failed, or whose VM went away without
-    Nova, would stay.
+    For after a VM's destruction: XAPI destroys a VM's VBDs with it but
+    never its VDIs, so a VDI whose attach failed, or whose VM went away
+    without Nova, would stay.  A VDI that still has a VBD belongs to
+    another VM of the same instance (the server while its rescue VM is
+    destroyed, or the other way round) and is kept.
     """
     sr_ref = sr_ref or xapi.find_sr(sr_name)
     removed = 0
     # One call for all records, rather than one per VDI of the SR.
     for vdi, rec in xapi.call('VDI.get_all_records').items():
         if (rec.get('SR') != sr_ref or (rec.get('other_config') or {})
-                .get(OWNER_KEY) != instance_uuid):
+                .get(OWNER_KEY) != instance_uuid or rec.get('VBDs')):
             continue
-        for vbd in rec.get('VBDs') or []:
-            xapi.destroy_vbd(vbd)
         xapi.call('VDI.destroy', vdi)
         removed += 1
     return removed

@@ -51,6 +51,7 @@ import pickle
 from nova.i18n import _
 from nova.image import glance
 from nova.objects import fields
+from nova.virt import configdrive
 from nova.virt import driver as virt_driver
 from nova.virt.xenapi import driver
 from nova.virt.xenapi import host
@@ -127,14 +128,41 @@ class IpxeVMOps(vmops.VMOps):
     def _attach_disks(self, context, instance, image_meta, vm_ref,
                       name_label, vdis, disk_image_type, network_info,
                       rescue=False, admin_password=None, files=None):
-        if 'iso' not in vdis and wants_ipxe(image_meta, disk_image_type):
+        ipxe = wants_ipxe(image_meta, disk_image_type)
+        if 'iso' not in vdis and ipxe:
             vdis['iso'] = self._ipxe_iso_vdi(context, instance, image_meta,
                                              name_label, disk_image_type,
                                              network_info)
+        if rescue and ipxe:
+            return self._attach_rescue_cd(context, instance, vm_ref, vdis,
+                                          network_info, admin_password,
+                                          files)
         return super()._attach_disks(
             context, instance, image_meta, vm_ref, name_label, vdis,
             disk_image_type, network_info, rescue=rescue,
             admin_password=admin_password, files=files)
+
+    def _attach_rescue_cd(self, context, instance, vm_ref, vdis,
+                          network_info, admin_password, files):
+        """The rescue VM's devices: the iPXE CD in the root's place.
+
+        Nova 21 gives an ISO-booted VM its CD on userdevice 1
+        (``DEVICE_CD``) and a blank root on 0, and then attaches the
+        server's own root to the rescue VM on userdevice 1 as well
+        (``DEVICE_RESCUE``, ``_attach_orig_disks``): XAPI refuses the
+        second device, which is why stock Nova cannot rescue from an ISO.
+        The CD takes userdevice 0 instead, where the rescue VM's blank
+        root would have gone (it has the server's disk to work on).  Swap
+        and ephemeral disks come with the server's, as in stock rescue;
+        a config drive stays where stock puts it.
+        """
+        vm_utils.attach_cd(self._session, vm_ref, vdis.pop('iso')['ref'],
+                           vmops.DEVICE_ROOT)
+        if configdrive.required_by(instance):
+            vm_utils.generate_configdrive(
+                self._session, context, instance, vm_ref,
+                vmops.DEVICE_CONFIGDRIVE, network_info,
+                admin_password=admin_password, files=files)
 
     def _ipxe_iso_vdi(self, context, instance, image_meta, name_label,
                       disk_image_type, network_info):

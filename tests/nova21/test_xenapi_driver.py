@@ -25,6 +25,7 @@ tests/unit/virt/test_xenapi.py.
 import io
 
 from nova import objects
+from nova.tests.unit import fake_network
 from nova.tests.unit.image import fake as fake_image
 from nova.tests.unit.virt.xenapi import test_xenapi
 from nova.virt import driver as virt_driver
@@ -58,6 +59,10 @@ def _vbd_insert(self, _session, vbd_ref, vdi_ref):
     vbd = xenapi_fake.get_record('VBD', vbd_ref)
     xenapi_fake.get_record('VDI', vdi_ref)['VBDs'].append(vbd_ref)
     vbd.update(empty=False, VDI=vdi_ref)
+
+
+def _refuse_to_start(self, instance, vm_ref, *args, **kwargs):
+    raise RuntimeError('the rescue VM did not start')
 
 
 class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
@@ -191,6 +196,85 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         e = self.assertRaises(exception.XapiUploadFailed, self.spawn)
         self.assertEqual('HTTP 500', e.code)
         self.assertEqual({}, self.our_vdis())
+
+    # -- rescue ------------------------------------------------------------
+
+    def rescue(self, instance, image=IPXE_IMAGE, disk_format='iso'):
+        image_meta = objects.ImageMeta.from_dict(
+            {'id': image, 'disk_format': disk_format,
+             'properties': {'hw_ipxe_boot': True}})
+        self.conn.rescue(self.context, instance,
+                         fake_network.fake_get_instance_nw_info(self),
+                         image_meta, '', None)
+
+    def devices(self, vm_name):
+        """{userdevice: (type, VDI)} of the VM.
+
+        Two devices on one userdevice fail the test: XAPI refuses them,
+        Nova's fake does not.
+        """
+        vm_ref = vm_utils.lookup(self.conn._session, vm_name)
+        devices = {}
+        for ref in xenapi_fake.get_record('VM', vm_ref)['VBDs']:
+            vbd = xenapi_fake.get_record('VBD', ref)
+            assert vbd['userdevice'] not in devices, (
+                'two devices on userdevice %s' % vbd['userdevice'])
+            devices[vbd['userdevice']] = (vbd['type'], vbd['VDI'])
+        return devices
+
+    def test_rescue_with_the_ipxe_image(self):
+        _, instance = self.spawn()
+        own = self.devices(instance.name)
+        self.rescue(instance)
+        rescue = self.devices(instance.name + '-rescue')
+        # The CD in the root's place, the server's own root on 1.
+        self.assertEqual({'0', '1'}, set(rescue))
+        self.assertEqual('cd', rescue['0'][0])
+        self.assertEqual(('disk', own['0'][1]), rescue['1'])
+        vm_ref = vm_utils.lookup(self.conn._session, instance.name +
+                                 '-rescue')
+        self.assertEqual('dc', xenapi_fake.get_record(
+            'VM', vm_ref)['HVM_boot_params']['order'])
+        cd = xenapi_fake.get_record('VDI', rescue['0'][1])
+        self.assertIn(rescue['0'][1], self.our_vdis())
+        script = _script_of(self.uploads[cd['uuid']])
+        self.assertIn('set ${nipxe-nic0}/ip 192.168.1.100\n', script)
+        self.assertIn('uuid=%s' % instance.uuid, script)
+        # The server keeps its own CD.
+        self.assertEqual(own, self.devices(instance.name))
+        self.assertEqual(2, len(self.our_vdis()))
+
+    def test_unrescue_leaves_only_the_servers_cd(self):
+        _, instance = self.spawn()
+        own = self.devices(instance.name)
+        self.rescue(instance)
+        self.conn.unrescue(instance, None)
+        self.assertIsNone(vm_utils.lookup(self.conn._session,
+                                          instance.name + '-rescue'))
+        self.assertEqual([own['1'][1]], list(self.our_vdis()))
+        self.assertEqual(own, self.devices(instance.name))
+
+    def test_hard_reboot_keeps_the_cd(self):
+        _, instance = self.spawn()
+        own = self.devices(instance.name)
+        self.conn.reboot(self.context, instance,
+                         fake_network.fake_get_instance_nw_info(self),
+                         'HARD')
+        self.assertEqual(own, self.devices(instance.name))
+        self.assertEqual([own['1'][1]], list(self.our_vdis()))
+
+    def test_failed_rescue_keeps_the_servers_cd(self):
+        # Nova's undo destroys the rescue VM through _destroy, which also
+        # removes this instance's leftover VDIs: not the server's own CD.
+        _, instance = self.spawn()
+        own = self.devices(instance.name)
+        self.stub_out('nova.virt.xenapi.vmops.VMOps._start',
+                      _refuse_to_start)
+        self.assertRaises(RuntimeError, self.rescue, instance)
+        self.assertIsNone(vm_utils.lookup(self.conn._session,
+                                          instance.name + '-rescue'))
+        self.assertEqual([own['1'][1]], list(self.our_vdis()))
+        self.assertEqual(own, self.devices(instance.name))
 
     def test_obsolete_option_registered_by_nova_is_shared(self):
         # Nova 21 registers [xenserver] ipxe_mkisofs_cmd itself; ours

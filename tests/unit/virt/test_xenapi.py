@@ -104,9 +104,19 @@ class XenapiTestCase(StandinTestCase):
     def test_cleanup_touches_only_this_instance(self):
         other = xenapi.import_iso(self.xapi, self.iso, 'other-instance')
         self.attach()
+        self.xapi.call('VM.destroy', self.vm)
         xenapi.destroy_instance_isos(self.xapi, UUID)
         self.assertEqual([other], self.xapi.call(
             'SR.get_VDIs', self.standin.info['sr']))
+
+    def test_cleanup_keeps_a_cd_another_vm_still_uses(self):
+        # A rescue VM's destruction must not take the server's own CD.
+        _, in_use = self.attach()
+        leftover = xenapi.import_iso(self.xapi, self.iso, UUID)
+        self.assertEqual(1, xenapi.destroy_instance_isos(self.xapi, UUID))
+        self.assertEqual([in_use], self.xapi.call(
+            'SR.get_VDIs', self.standin.info['sr']))
+        self.assertNotEqual(leftover, in_use)
 
     def test_sr_by_name_and_uuid(self):
         sr = self.standin.info['sr']
