@@ -29,8 +29,11 @@ creating the VM record and booting it), without dom0's help:
   ``dc``) beside the blank root disk of the flavor's size;
 * ``[ipxe] on_build_failure = stock`` boots Nova's own copy of the
   unmodified ISO instead; ``fail`` fails the spawn, leaving no VDI;
-* ``_destroy`` also removes nova-ipxe VDIs of the instance that are no
-  longer attached (Nova destroys the VDIs of the VM's VBDs; a spawn that
+* rescue with an iPXE image puts the rescue VM's CD on userdevice 0
+  (``_attach_rescue_cd``): Nova's rescue puts the server's disk on 1,
+  where an ISO-booted VM has its CD;
+* ``_destroy`` also removes nova-ipxe VDIs of the instance that no VM
+  uses any more (Nova destroys the VDIs of the VM's VBDs; a spawn that
   failed between upload and attach would leave one behind).
 
 Nova's stock ``handle_ipxe_iso`` (the 2013 plugin chain) is never reached
