@@ -206,6 +206,15 @@ class ParsedBases:
             return base
 
     def get(self, key, path, conf=CONF, name=None):
+        """The parsed base of the file at ``path``."""
+        return self._get(key, lambda: load_base(path, conf, name))
+
+    def get_data(self, key, data, source, conf=CONF):
+        """The parsed base of ``data`` (bytes the caller keys by hash)."""
+        return self._get(key, lambda: iso.BaseIso(
+            data, source=source, max_size=conf.ipxe.max_iso_size))
+
+    def _get(self, key, load):
         base = self._cached(key)
         if base is not None:
             return base
@@ -218,7 +227,7 @@ class ParsedBases:
             if base is not None:
                 return base
             try:
-                base = load_base(path, conf, name)
+                base = load()
                 with self._lock:
                     self._bases[key] = base
                     while len(self._bases) > self.size:

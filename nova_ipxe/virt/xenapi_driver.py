@@ -48,6 +48,7 @@ so stock Nova 21's driver cannot start against XAPI on Python 3.
 plugins read, and reads their protocol 0 text answers.
 """
 
+import hashlib
 import io
 import pickle
 
@@ -68,7 +69,6 @@ from oslo_log import log as logging
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
-from nova_ipxe import iso
 from nova_ipxe.virt import instance as ipxe_instance
 from nova_ipxe.virt import xenapi
 
@@ -190,9 +190,15 @@ class IpxeVMOps(vmops.VMOps):
         opts = CONF.ipxe
         data = _CappedBuffer(image_meta.id, opts.max_iso_size)
         IMAGE_API.download(context, image_meta.id, data=data)
-        base = iso.BaseIso(data.getbuffer(),
-                           source='Glance image %s' % image_meta.id,
-                           max_size=opts.max_iso_size)
+        # Keyed by the hash of what was downloaded, not by what Glance
+        # says it is: a spawn or rescue from the same bytes reuses the
+        # parse, the capability reading and the build template.  Bytes,
+        # not the buffer: the parsed base outlives this request.
+        data = data.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        base = builder.PARSED_BASES.get_data(
+            ('glance', image_meta.id, digest), data,
+            'Glance image %s' % image_meta.id, CONF)
         spec = ipxe_instance.spec(instance, network_info, opts.dhcp_subnets)
         built, _, rendered = builder.build_iso_bytes(base, spec, CONF)
         LOG.info('Built the iPXE ISO (%d bytes, menu from %s) from image '

@@ -34,8 +34,10 @@ from nova.virt.xenapi import fake as xenapi_fake
 from nova.virt.xenapi import vm_utils
 import pycdlib
 
+from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import iso
 from nova_ipxe.virt import xenapi
 from tests import samples
 
@@ -253,6 +255,28 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
                                           instance.name + '-rescue'))
         self.assertEqual([own['1'][1]], list(self.our_vdis()))
         self.assertEqual(own, self.devices(instance.name))
+
+    def test_a_rescue_from_the_same_bytes_reuses_the_parse(self):
+        builder.PARSED_BASES._bases.clear()
+        parses = []
+        real = iso.BaseIso.__init__
+
+        def counting(base, data, *args, **kwargs):
+            parses.append(len(data))
+            return real(base, data, *args, **kwargs)
+        self.stub_out('nova_ipxe.iso.BaseIso.__init__', counting)
+        _, instance = self.spawn()
+        self.rescue(instance)
+        self.assertEqual([len(self.iso)], parses)
+        # Other bytes under the same image ID are parsed afresh.
+        self.conn.unrescue(instance, None)
+        with open(samples.trixie_iso(), 'rb') as f:
+            changed = f.read()
+        # (The fake's update() keeps the old data.)
+        fake_image.FakeImageService()._imagedata[IPXE_IMAGE] = changed
+        self.rescue(instance)
+        self.assertEqual([len(self.iso), len(changed)], parses)
+        self.assertEqual(2, len(builder.PARSED_BASES._bases))
 
     def test_hard_reboot_keeps_the_cd(self):
         _, instance = self.spawn()

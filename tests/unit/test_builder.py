@@ -121,3 +121,18 @@ class ParsedBasesTestCase(base.TestCase):
                           '/nonexistent.iso', self.conf)
         self.assertEqual(['k2', 'k3'], list(bases._bases))
         self.assertEqual({}, bases._loading)
+
+    def test_bytes_keyed_by_the_caller(self):
+        from tests import samples
+        with open(samples.bookworm_iso(), 'rb') as f:
+            data = f.read()
+        bases = builder.ParsedBases(size=2)
+        first = bases.get_data('h1', data, 'Glance image x', self.conf)
+        self.assertIs(first, bases.get_data('h1', b'ignored on a hit',
+                                            'Glance image x', self.conf))
+        self.assertIsNot(first, bases.get_data('h2', data, 'Glance image x',
+                                               self.conf))
+        e = self.assertRaises(exception.InvalidIso, bases.get_data, 'h3',
+                              b'\0' * 65536, 'Glance image y', self.conf)
+        self.assertIn('Glance image y', str(e))
+        self.assertEqual(['h1', 'h2'], list(bases._bases))
