@@ -257,7 +257,8 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.assertEqual(own, self.devices(instance.name))
 
     def test_a_rescue_from_the_same_bytes_reuses_the_parse(self):
-        builder.PARSED_BASES._bases.clear()
+        bases = builder.ParsedBases()   # this test's own, empty
+        self.stub_out('nova_ipxe.builder.PARSED_BASES', bases)
         parses = []
         real = iso.BaseIso.__init__
 
@@ -276,7 +277,7 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         fake_image.FakeImageService()._imagedata[IPXE_IMAGE] = changed
         self.rescue(instance)
         self.assertEqual([len(self.iso), len(changed)], parses)
-        self.assertEqual(2, len(builder.PARSED_BASES._bases))
+        self.assertEqual(2, len(bases._bases))
 
     def test_hard_reboot_keeps_the_cd(self):
         _, instance = self.spawn()
