@@ -168,7 +168,7 @@ glance_opts = [
                     'down.'),
 ]
 
-# The cache lives on the compute host: the Nova drivers use these too.
+# The cache lives on the compute host: the XenAPI driver uses these too.
 cache_opts = [
     cfg.StrOpt('cache_dir',
                help='Directory of the verified base-ISO cache: one copy '

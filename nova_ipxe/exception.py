@@ -19,7 +19,7 @@ on it without a table of classes:
   (its record or its bytes), the server's network data or metadata, a
   menu URL override.  The tenant can fix it.
 * :class:`OperatorError` -- what the operator must fix: the ``[ipxe]``
-  configuration, an ISO that cannot take a script, a missing tool.
+  configuration, an ISO that cannot take a script, the XenServer host.
 * :class:`InfrastructureError` -- something failed underneath: Glance,
   the disk, the cache.  Trying again may work.
 
@@ -189,11 +189,6 @@ class SigningError(OperatorError):
     msg_fmt = 'Cannot sign the boot menu identity: %(reason)s.'
 
 
-class ToolMissing(OperatorError):
-    msg_fmt = ('%(tool)s is needed to %(purpose)s but is not installed on '
-               'this host.')
-
-
 # -- the tenant's side --------------------------------------------------
 
 class InvalidNetworkData(TenantError):
@@ -323,6 +318,17 @@ class CacheLockTimeout(CacheError):
 
 class IsoBuildFailed(InfrastructureError):
     msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
+
+
+class IsoReadFailed(InfrastructureError):
+    """The source ISO, on this host's disk, could not be read.
+
+    Not the tenant's image: the file Nova or the cache wrote is there but
+    the disk or the file system failed under it.
+    """
+
+    msg_fmt = ('Could not read the source ISO %(source)s on this host: '
+               '%(reason)s. Check the disk and the file system under it.')
 
 
 # -- XenServer / XCP-ng (XAPI) -----------------------------------------

@@ -65,6 +65,7 @@ from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import menuurl
+from nova_ipxe.virt import errors
 from nova_ipxe.virt import instance as ipxe_instance
 
 LOG = logging.getLogger(__name__)
@@ -111,16 +112,6 @@ NOVA_OVERRIDES = {
     '_needs_rebase_original_qcow2_image': 'self, instance, backend',
 }
 SUPPORTED_NOVA = '34.x (2026.2); tested with 34.0.0'
-
-
-class IpxeBootFailed(nova_exception.ImageUnacceptable):
-    """The per-instance ISO could not be built.
-
-    An ImageUnacceptable, so that the compute manager aborts the build
-    (no reschedule) with this message in the tenant-visible fault; the
-    message is the core error's ``safe_message`` (no host path, no option
-    value), the detailed one goes to the log.
-    """
 
 
 def _props(image_meta):
@@ -184,12 +175,6 @@ def _is_iso(path):
         return False
 
 
-def _fail(error, instance, image_id):
-    LOG.error('nova-ipxe: %s', error, instance=instance)
-    raise IpxeBootFailed(image_id=image_id,
-                         reason=error.safe_message) from error
-
-
 class LibvirtDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver with iPXE ISO boot."""
 
@@ -211,7 +196,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 block_device_info):
             return False
         if check and CONF.libvirt.images_type not in SUPPORTED_IMAGES_TYPES:
-            raise IpxeBootFailed(
+            raise errors.IpxeBootFailed(
                 image_id=instance.image_ref,
                 reason='iPXE ISO boot needs a file-based image backend on '
                        'the compute host (qcow2 or flat), not %s'
@@ -585,7 +570,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         except exception.NovaIpxeError as e:
             if instance.task_state in FAIL_TASK_STATES:
                 self._remove(output, instance)
-                _fail(e, instance, image_id)
+                errors.reraise(e, instance, image_id)
             LOG.error('nova-ipxe: %s', e, instance=instance)
             return self._keep_built(instance, output,
                                     'the ISO could not be rebuilt')

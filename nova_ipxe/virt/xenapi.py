@@ -30,6 +30,7 @@ Works on the ``XenAPI`` client library (PyPI ``XenAPI.Session``, as the
 """
 
 import json
+import os
 import time
 import urllib.parse
 import xmlrpc.client
@@ -173,7 +174,11 @@ class Xapi:
         })
 
     def upload(self, vdi_ref, data):
-        """PUT ``data`` into the VDI through ``/import_raw_vdi``."""
+        """PUT ``data`` into the VDI through ``/import_raw_vdi``.
+
+        :param data: bytes, or a binary file at its start (streamed from
+            disk, never read into memory).
+        """
         task = self.call('task.create', 'nova-ipxe ISO upload',
                          'import_raw_vdi for %s' % vdi_ref)
         try:
@@ -183,7 +188,8 @@ class Xapi:
             url = '%s/import_raw_vdi?%s' % (self.url.rstrip('/'), query)
             try:
                 resp = requests.put(
-                    url, data=bytes(data), verify=self.verify,
+                    url, data=data if hasattr(data, 'read') else bytes(data),
+                    verify=self.verify,
                     timeout=self.timeout,
                     headers={'Content-Type': 'application/octet-stream'})
             except requests.RequestException as e:
@@ -281,22 +287,31 @@ def _undo(xapi, created):
                       cls, ref, e)
 
 
+def _size(data):
+    """The length of bytes, or of a binary file from its start."""
+    if hasattr(data, 'fileno'):
+        return os.fstat(data.fileno()).st_size
+    return len(data)
+
+
 def import_iso(xapi, data, instance_uuid, sr_ref=None, sr_name=None):
     """Create a VDI holding ``data``; on failure nothing is left.
 
+    :param data: the ISO: bytes, or a binary file at its start.
     :returns: the VDI's ref.
     """
     created = []
+    size = _size(data)
     try:
         sr_ref = sr_ref or xapi.find_sr(sr_name)
-        vdi = xapi.create_vdi(sr_ref, len(data), instance_uuid,
+        vdi = xapi.create_vdi(sr_ref, size, instance_uuid,
                               'nova-ipxe ISO %s' % instance_uuid)
         created.append(('VDI', vdi))
         xapi.upload(vdi, data)
     except BaseException:
         _undo(xapi, created)
         raise
-    LOG.debug('Uploaded %d bytes into VDI %s for %s', len(data), vdi,
+    LOG.debug('Uploaded %d bytes into VDI %s for %s', size, vdi,
               instance_uuid)
     return vdi
 
