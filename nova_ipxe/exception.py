@@ -248,10 +248,6 @@ class ImageTooLarge(InvalidIso):
                 'for an iPXE ISO.')
 
 
-# The name the ISO reader used before the two were merged.
-IsoTooLarge = ImageTooLarge
-
-
 class ImageNotUsable(TenantError):
     msg_fmt = 'Image %(image)s cannot be used for iPXE boot: %(reason)s.'
     safe_fmt = msg_fmt

@@ -268,7 +268,7 @@ class BadIsoTestCase(base.TestCase):
         self.assertRefused(exception.InvalidIso, path, 'is not ISOLINUX')
 
     def test_too_large(self):
-        e = self.assertRefused(exception.IsoTooLarge, samples.trixie_iso(),
+        e = self.assertRefused(exception.ImageTooLarge, samples.trixie_iso(),
                                'more than [ipxe] max_iso_size',
                                max_size=1024 * 1024)
         self.assertIn('9437184 bytes', str(e))
