@@ -19,6 +19,8 @@ command's Glance options were ``[ipxe] glance_*`` before they moved to
 ``[ipxe_glance]``; the old names still work, deprecated.
 """
 
+import typing
+
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -215,7 +217,7 @@ xenserver_legacy_opts = [
 ]
 
 
-def register_opts(conf):
+def register_opts(conf: cfg.ConfigOpts) -> None:
     # A fresh OptGroup per ConfigOpts: oslo.config keeps overrides in the
     # group object, which must not be shared between configurations.
     conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
@@ -235,7 +237,7 @@ def register_opts(conf):
             LOG.debug('[xenserver] %s is registered by Nova', opt.name)
 
 
-def report_obsolete(conf):
+def report_obsolete(conf: cfg.ConfigOpts) -> typing.List[str]:
     """Log options that are accepted but have no effect any more."""
     if conf.xenserver.ipxe_mkisofs_cmd:
         LOG.warning('[xenserver] ipxe_mkisofs_cmd = %s is obsolete and '
@@ -246,7 +248,8 @@ def report_obsolete(conf):
     return []
 
 
-def list_opts():
+def list_opts() -> typing.List[
+        typing.Tuple[typing.Union[cfg.OptGroup, str], typing.List[cfg.Opt]]]:
     return [(GROUP, ipxe_opts + cache_opts + xenapi_opts),
             (GLANCE_GROUP, glance_opts),
             ('xenserver', xenserver_legacy_opts)]

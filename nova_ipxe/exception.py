@@ -36,6 +36,7 @@ hints.
 """
 
 import re
+import typing
 
 TENANT = 'tenant'
 OPERATOR = 'operator'
@@ -48,7 +49,7 @@ MAX_MESSAGE = 1024
 _UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]')
 
 
-def one_line(text, limit=MAX_MESSAGE):
+def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
     """``text`` with every control character escaped, at most ``limit``."""
     text = _UNSAFE.sub(lambda m: '\\x%02x' % ord(m.group())
                        if ord(m.group()) < 0x100
@@ -58,7 +59,7 @@ def one_line(text, limit=MAX_MESSAGE):
     return text
 
 
-def show(value, limit=64):
+def show(value: object, limit: int = 64) -> str:
     """A bounded, printable rendering of an untrusted value.
 
     Never fails and never recurses: containers show their type only, a
@@ -93,7 +94,8 @@ class NovaIpxeError(Exception):
     safe_fmt = ('The iPXE boot ISO could not be built because of an '
                 'internal error.')
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: typing.Optional[str] = None,
+                 **kwargs: typing.Any) -> None:
         self.kwargs = kwargs
         if message is None:
             message = self._format(self.msg_fmt)
@@ -340,7 +342,8 @@ class _XapiCall(object):
 
     def __init__(self, message=None, **kwargs):
         kwargs.setdefault('details', '')
-        super().__init__(message, **kwargs)
+        # The next class in the MRO is a NovaIpxeError (a mixin).
+        super().__init__(message, **kwargs)  # type: ignore[call-arg]
         self.call = kwargs.get('call')
         self.code = kwargs.get('code')
 
@@ -376,7 +379,8 @@ class XapiDeviceBusy(_XapiCall, OperatorError):
                '%(userdevice)s that nova-ipxe did not create; it was left '
                'alone.')
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: typing.Optional[str] = None,
+                 **kwargs: typing.Any) -> None:
         kwargs.setdefault('call', 'VBD.create')
         kwargs.setdefault('code', 'DEVICE_ALREADY_EXISTS')
         super().__init__(message, **kwargs)

@@ -15,8 +15,11 @@ suites=${NOVA_IPXE_SUITES:-all}
 
 wanted() { [ "$suites" = all ] || [[ " $suites " == *" $1 "* ]]; }
 
-echo "== flake8"
+echo "== flake8, codespell, mypy (mypy-files.txt)"
 flake8
+codespell
+mypy $(cat mypy-files.txt)
+python tools/check_annotations.py
 
 # The guide and the release notes, warnings as errors (tox -e docs,
 # releasenotes), in .venv-docs.

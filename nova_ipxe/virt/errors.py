@@ -30,6 +30,8 @@ must fix, goes to the compute log, and the original error is chained
 (``raise ... from``) so the admin-only fault details hold it too.
 """
 
+import typing
+
 from nova import exception as nova_exception
 from oslo_log import log as logging
 
@@ -58,7 +60,7 @@ class IpxeHostFailure(nova_exception.NovaException):
     msg_fmt = 'The iPXE boot ISO could not be made on this host: %(reason)s'
 
 
-def host_read_failure(error):
+def host_read_failure(error: exception.NovaIpxeError) -> bool:
     """``error`` is the source ISO failing to read on this host's disk.
 
     The reader reports any unreadable source as an InvalidIso (the CLI
@@ -70,7 +72,8 @@ def host_read_failure(error):
         cause, OSError)
 
 
-def as_host_error(error):
+def as_host_error(
+        error: exception.NovaIpxeError) -> exception.NovaIpxeError:
     """The error in the category the mapping decides by."""
     if host_read_failure(error):
         return exception.IsoReadFailed(
@@ -79,7 +82,8 @@ def as_host_error(error):
     return error
 
 
-def for_nova(error, image_id):
+def for_nova(error: exception.NovaIpxeError,
+             image_id: str) -> nova_exception.NovaException:
     """The Nova exception to raise for a nova-ipxe error."""
     error = as_host_error(error)
     if error.category == exception.INFRASTRUCTURE:
@@ -87,7 +91,8 @@ def for_nova(error, image_id):
     return IpxeBootFailed(image_id=image_id, reason=error.safe_message)
 
 
-def reraise(error, instance, image_id):
+def reraise(error: exception.NovaIpxeError, instance: typing.Any,
+            image_id: str) -> typing.NoReturn:
     """Log the detailed message and raise what Nova should see."""
     LOG.error('nova-ipxe: %s', as_host_error(error), instance=instance)
     raise for_nova(error, image_id) from error

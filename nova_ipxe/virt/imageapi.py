@@ -27,6 +27,7 @@ core's typed errors, so the drivers' one error mapping applies.
 """
 
 import hashlib
+import typing
 
 from nova import exception as nova_exception
 
@@ -44,7 +45,7 @@ def _record(image):
 class NovaImageClient:
     """The base-ISO cache's client over ``nova.image.glance.API``."""
 
-    def __init__(self, image_api, context):
+    def __init__(self, image_api: typing.Any, context: typing.Any) -> None:
         self.image_api = image_api
         self.context = context
 
@@ -59,7 +60,8 @@ class NovaImageClient:
             raise exception.ImageDownloadFailed(image=image_id,
                                                 reason=e.format_message())
 
-    def get_image(self, image_id, max_size):
+    def get_image(self, image_id: str,
+                  max_size: int) -> glance.ImageInfo:
         """The checked record of an iPXE boot image."""
         image_id = glance.check_image_id(image_id)
         image = self._translated(
@@ -70,7 +72,9 @@ class NovaImageClient:
                 image=image_id, reason='it is the record of another image')
         return glance.image_info(record, max_size)
 
-    def download(self, info, fileobj, progress=None):
+    def download(self, info: glance.ImageInfo, fileobj: typing.BinaryIO,
+                 progress: typing.Optional[
+                     typing.Callable[[int, int], None]] = None) -> int:
         """Write the image's bytes into ``fileobj``, verified."""
         sink = _VerifyingSink(info, fileobj, progress)
         self._translated(info.id, lambda: self.image_api.download(

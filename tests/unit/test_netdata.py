@@ -385,7 +385,7 @@ class BoundsTestCase(base.TestCase):
 
 
 class CanonicalTestCase(base.TestCase):
-    """Issues 7.8, 7.11: unparseable or non-canonical values are refused.
+    """Unparsable or non-canonical values are refused.
 
     Refused, never rewritten into something else.
     """
