@@ -15,6 +15,9 @@
 import importlib.metadata
 import inspect
 import os
+import subprocess
+
+import fixtures
 
 import nova
 from nova.virt import driver
@@ -47,20 +50,33 @@ class OverridesTestCase(testtools.TestCase):
                       libvirt.LibvirtDriver._get_guest_config)
 
     def test_pe_signature_detection(self):
-        # An unsigned stock loader from trixie's iPXE.
+        # Real Authenticode signatures, made by osslsigncode (not by the
+        # layout the code reads), on a PE32+ (trixie's x86_64 ipxe.efi)
+        # and a PE32 (pip's 32-bit Windows launcher): the two optional
+        # header sizes the certificate table is found behind.
+        import pip._vendor.distlib as distlib
         from tests import samples
-        data = samples.trixie_file('ipxe.efi')
-        self.assertFalse(libvirt.pe_signed(data))
-        # The same PE with a certificate table entry pointing at bytes
-        # appended to it.
-        pe = int.from_bytes(data[0x3c:0x40], 'little')
-        opt = pe + 24
-        magic = int.from_bytes(data[opt:opt + 2], 'little')
-        entry = opt + (112 if magic == 0x20b else 96) + 4 * 8
-        signed = bytearray(data) + b'\0' * 64
-        signed[entry:entry + 8] = (len(data).to_bytes(4, 'little')
-                                   + (64).to_bytes(4, 'little'))
-        self.assertTrue(libvirt.pe_signed(bytes(signed)))
+        tmp = self.useFixture(fixtures.TempDir()).path
+        cert, key = samples.self_signed_cert(tmp)
+        pe32 = os.path.join(os.path.dirname(distlib.__file__), 't32.exe')
+        with open(pe32, 'rb') as f:
+            pe32 = f.read()
+        for name, data in (('PE32+', samples.trixie_file('ipxe.efi')),
+                           ('PE32', pe32)):
+            unsigned = os.path.join(tmp, name + '.unsigned')
+            signed = os.path.join(tmp, name + '.signed')
+            with open(unsigned, 'wb') as f:
+                f.write(data)
+            subprocess.run([samples.require_tool('osslsigncode'), 'sign',
+                            '-certs', cert, '-key', key, '-in', unsigned,
+                            '-out', signed], check=True,
+                           capture_output=True)
+            with open(signed, 'rb') as f:
+                signed = f.read()
+            self.assertFalse(libvirt.pe_signed(data), name)
+            self.assertTrue(libvirt.pe_signed(signed), name)
+            # A table that runs past the end of the file is no signature.
+            self.assertFalse(libvirt.pe_signed(signed[:-16]), name)
         self.assertFalse(libvirt.pe_signed(b'MZ' + b'\0' * 10))
 
 
@@ -87,9 +103,15 @@ class PackagingTestCase(testtools.TestCase):
         self.assertNotIn('nova/virt/ipxe/__init__.py', nova_files)
 
     def test_broken_driver_name_exits_like_nova_compute(self):
-        # load_compute_driver sys.exit(1)s when the import fails.
-        self.assertRaises(SystemExit, driver.load_compute_driver, None,
-                          'ipxe.NoSuchDriver')
+        # load_compute_driver sys.exit(1)s when the import fails; the log
+        # says it found the shim but no such class in it (without the
+        # shim it would say there is no module nova.virt.ipxe).
+        log = self.useFixture(fixtures.FakeLogger())
+        e = self.assertRaises(SystemExit, driver.load_compute_driver, None,
+                              'ipxe.NoSuchDriver')
+        self.assertEqual(1, e.code)
+        self.assertIn('Class NoSuchDriver cannot be found', log.output)
+        self.assertNotIn('No module named', log.output)
 
 
 class LoadTestCase(libvirt_base.IpxeServersTestBase):

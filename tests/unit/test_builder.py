@@ -10,12 +10,15 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import threading
+
 import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe import exception
 from nova_ipxe import netdata
 from tests import base
+from tests import samples
 
 
 class StockOnFailureTestCase(base.TestCase):
@@ -86,53 +89,161 @@ class StockOnFailureTestCase(base.TestCase):
                           'not an exception', self.conf)
 
 
+_REAL_LOCK = threading.Lock
+
+
+class _WatchedLock:
+    """A threading.Lock that tells its watcher who waits for whom.
+
+    It is a lock like any other; a thread that finds it held reports,
+    before it blocks, that it waits on this lock, whose ``owner`` says
+    which thread holds it.
+    """
+
+    def __init__(self, watcher):
+        self._lock = _REAL_LOCK()
+        self._watcher = watcher
+        self.owner = None
+
+    def acquire(self, blocking=True, timeout=-1):
+        me = threading.get_ident()
+        if not self._lock.acquire(False):
+            if not blocking:
+                return False
+            self._watcher.waiting(me, self)
+            if not self._lock.acquire(True, timeout):
+                return False
+        self.owner = me
+        self._watcher.waiting(me, None)
+        return True
+
+    def release(self):
+        self.owner = None
+        self._lock.release()
+
+    def locked(self):
+        return self._lock.locked()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class _Watcher:
+    """Which thread waits on which watched lock, for a condition wait."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.blocked_on = {}    # thread ident: the lock it waits for
+
+    def waiting(self, thread, lock):
+        with self.cond:
+            self.blocked_on[thread] = lock
+            self.cond.notify_all()
+
+    def lock(self):
+        return _WatchedLock(self)
+
+    def wait_for(self, predicate, what, timeout=60):
+        # The timeout only ends a test that went wrong; no outcome
+        # depends on how long anything took.
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise AssertionError('gave up waiting for %s' % what)
+
+
 class ParsedBasesTestCase(base.TestCase):
 
     def test_concurrent_misses_parse_once(self):
-        import threading
-        import time
+        # One thread parses; three more ask for the same key while the
+        # parse is under way, and must wait for it rather than parse.
+        watcher = _Watcher()
+        loads = []          # thread idents of the parses
+        release = threading.Event()
+        real = builder.load_base
 
-        from tests import samples
+        def load(path, conf, name=None):
+            with watcher.cond:
+                loads.append(threading.get_ident())
+                watcher.cond.notify_all()
+            release.wait()
+            return real(path, conf, name)
+        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.builder.load_base',
+                                             load))
+        got = {}
+
+        def get():
+            got[threading.get_ident()] = bases.get(
+                'k', samples.bookworm_iso(), self.conf)
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        with fixtures.MonkeyPatch('threading.Lock', watcher.lock):
+            bases = builder.ParsedBases(size=2)
+            threads[0].start()
+            watcher.wait_for(lambda: loads, 'the first parse')
+            loader = loads[0]
+            for t in threads[1:]:
+                t.start()
+
+            def others_settled():
+                # Each other thread has either started a parse of its
+                # own (a broken single flight) or blocks on a lock the
+                # parsing thread holds.
+                idents = [t.ident for t in threads[1:]]
+                return all(
+                    ident in loads or (
+                        watcher.blocked_on.get(ident) is not None
+                        and watcher.blocked_on[ident].owner == loader)
+                    for ident in idents)
+            watcher.wait_for(others_settled, 'the other threads to wait')
+            release.set()
+            for t in threads:
+                t.join()
+        self.assertEqual([loader], loads)
+        self.assertEqual(4, len(got))
+        self.assertEqual(1, len({id(b) for b in got.values()}))
+
+    def test_bounded_oldest_out_and_failures_not_kept(self):
         loads = []
         real = builder.load_base
 
-        def slow(path, conf, name=None):
+        def load(path, conf, name=None):
             loads.append(path)
-            time.sleep(0.2)     # long enough for every thread to miss
             return real(path, conf, name)
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.builder.load_base', slow))
+        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.builder.load_base',
+                                             load))
         bases = builder.ParsedBases(size=2)
-        got = []
-        threads = [threading.Thread(target=lambda: got.append(bases.get(
-            'k', samples.bookworm_iso(), self.conf))) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        self.assertEqual(1, len(loads))
-        self.assertEqual(4, len(got))
-        self.assertEqual(1, len({id(b) for b in got}))
-        # Bounded, oldest out; a failed parse is not cached.
-        bases.get('k2', samples.bookworm_iso(), self.conf)
-        bases.get('k3', samples.bookworm_iso(), self.conf)
-        self.assertEqual(['k2', 'k3'], list(bases._bases))
-        self.assertRaises(exception.InvalidIso, bases.get, 'bad',
-                          '/nonexistent.iso', self.conf)
-        self.assertEqual(['k2', 'k3'], list(bases._bases))
-        self.assertEqual({}, bases._loading)
+        iso = samples.bookworm_iso()
+        k1 = bases.get('k1', iso, self.conf)
+        bases.get('k2', iso, self.conf)
+        self.assertIs(k1, bases.get('k1', iso, self.conf))   # k1 newest
+        bases.get('k3', iso, self.conf)                      # k2 out
+        self.assertEqual(3, len(loads))
+        self.assertIs(k1, bases.get('k1', iso, self.conf))
+        bases.get('k3', iso, self.conf)
+        self.assertEqual(3, len(loads))
+        bases.get('k2', iso, self.conf)                      # parsed again
+        self.assertEqual(4, len(loads))
+        # A failed parse is not kept, and does not hold the key.
+        for _ in range(2):
+            self.assertRaises(exception.InvalidIso, bases.get, 'bad',
+                              '/nonexistent.iso', self.conf)
+        self.assertEqual(['/nonexistent.iso'] * 2, loads[4:])
 
     def test_bytes_keyed_by_the_caller(self):
-        from tests import samples
         with open(samples.bookworm_iso(), 'rb') as f:
             data = f.read()
         bases = builder.ParsedBases(size=2)
         first = bases.get_data('h1', data, 'Glance image x', self.conf)
         self.assertIs(first, bases.get_data('h1', b'ignored on a hit',
                                             'Glance image x', self.conf))
-        self.assertIsNot(first, bases.get_data('h2', data, 'Glance image x',
-                                               self.conf))
+        second = bases.get_data('h2', data, 'Glance image x', self.conf)
+        self.assertIsNot(first, second)
         e = self.assertRaises(exception.InvalidIso, bases.get_data, 'h3',
                               b'\0' * 65536, 'Glance image y', self.conf)
         self.assertIn('Glance image y', str(e))
-        self.assertEqual(['h1', 'h2'], list(bases._bases))
+        # The failure took no place: both are still hits.
+        for key, kept in (('h1', first), ('h2', second)):
+            self.assertIs(kept, bases.get_data(key, b'not parsed on a hit',
+                                               'Glance image x', self.conf))
