@@ -2,7 +2,8 @@
 # The Nova venv for the libvirt driver's tests and bench: .venv-nova with
 # the real nova 34.x and what its own functional tests import, plus this
 # project installed as a regular (non-editable) package, because the shim
-# nova/virt/ipxe only works inside Nova's own site-packages (DESIGN 7b).
+# nova/virt/ipxe only works inside Nova's own site-packages
+# (doc/source/contributor/nova.rst).
 # Tests then run from the source tree, whose nova_ipxe comes first on
 # sys.path. qemu-img (qemu-utils, in bindep.txt) is needed for real image
 # backends. Safe to run again; re-installs when a pin or setup.cfg changes.

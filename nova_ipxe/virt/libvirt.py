@@ -21,7 +21,8 @@ legacy rescue take the installed OS), and a per-instance ISO built from
 Nova's cached copy of the image, attached as a CD that boots first.
 Every other instance is left to the stock driver untouched.
 
-Override points (Nova 34, see DESIGN.md 7b and ``NOVA_OVERRIDES``):
+Override points (Nova 34, see doc/source/contributor/nova.rst and
+``NOVA_OVERRIDES``):
 
 * ``_create_and_inject_local_root``: fetch the ISO into ``_base`` with
   Nova's own cache and lock, then create the blank ``disk``;
@@ -91,7 +92,7 @@ FAIL_TASK_STATES = (task_states.SPAWNING, task_states.REBUILD_SPAWNING,
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
 
 # The Nova methods this class overrides, with the signature it was written
-# against; tests/unit/virt/test_libvirt.py fails when Nova changes one.
+# against; tests/nova/test_driver.py fails when Nova changes one.
 NOVA_OVERRIDES = {
     '_create_and_inject_local_root': (
         'self, context, instance, disk_mapping, booted_from_volume, '
@@ -628,9 +629,9 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 instance, migrate_data)
             if not os.path.exists(self._base_path(instance.image_ref)):
                 # Nova fetches its own disks with the source as fallback
-                # (fallback_from_host=instance.host, driver.py:12174 in
-                # Nova 34): the ISO too, or an image deleted from Glance
-                # would fail the migration here.
+                # (fallback_from_host=instance.host in its own
+                # pre_live_migration): the ISO too, or an image deleted
+                # from Glance would fail the migration here.
                 self._fetch_base(context, instance, instance.image_ref,
                                  fallback_from_host=instance.host)
             uefi, secure = self._firmware(instance.image_meta)

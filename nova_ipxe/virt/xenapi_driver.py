@@ -43,7 +43,8 @@ creating the VM record and booting it), without dom0's help:
 Nova's stock ``handle_ipxe_iso`` (the 2013 plugin chain) is never reached
 for these instances: it only runs when Nova fetched the ISO itself.
 
-The driver also repairs os-xenapi 0.3.4 for Python 3 (DESIGN 8): its
+The driver also repairs os-xenapi 0.3.4 for Python 3
+(doc/source/contributor/nova.rst): its
 ``call_plugin_serialized`` sends a Python 3 pickle as bytes and
 ``pickle.loads()`` dom0's answer, a str, which raises TypeError, and
 ``XenAPISession.__init__`` makes such a call (the plugin version check),

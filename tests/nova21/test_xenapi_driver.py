@@ -60,7 +60,7 @@ FAILING_READ = '/proc/self/mem'
 
 
 def glance_hashes(data):
-    """The hashes Glance records for an image (DESIGN 8b)."""
+    """The hashes Glance records for an image."""
     return {'checksum': hashlib.md5(data).hexdigest(),
             'os_hash_algo': 'sha512',
             'os_hash_value': hashlib.sha512(data).hexdigest()}

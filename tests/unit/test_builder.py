@@ -22,7 +22,7 @@ from tests import samples
 
 
 class StockOnFailureTestCase(base.TestCase):
-    """Issue 7.9: hostile network data always meets on_build_failure."""
+    """Hostile network data always meets on_build_failure."""
 
     def render(self, data):
         return builder.render_script(builder.Instance(network_data=data),
