@@ -251,6 +251,15 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.assertEqual([], self.cache_entries())
         self.assertEqual({}, self.our_vdis())
 
+    def test_glance_stream_longer_than_its_record_reschedules(self):
+        fake_image.FakeImageService()._imagedata[IPXE_IMAGE] = (
+            self.iso + b'\0' * 2048)
+        e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
+        cause = self.assert_reschedules(e, exception.ImageDownloadFailed)
+        self.assertIn('longer than the %d bytes' % len(self.iso),
+                      str(cause))
+        self.assertEqual([], self.cache_entries())
+
     def test_unwritable_cache_dir_reschedules(self):
         blocker = os.path.join(self.cache_dir, 'file')
         with open(blocker, 'w'):
