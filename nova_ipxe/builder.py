@@ -19,7 +19,6 @@ reads the ``[ipxe]`` options and applies them in one place.
 import collections
 import dataclasses
 import threading
-import urllib.parse
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -27,16 +26,15 @@ from oslo_log import log as logging
 from nova_ipxe import capabilities
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import identity
 from nova_ipxe import image
 from nova_ipxe import iso
 from nova_ipxe import menuurl
 from nova_ipxe import netdata
 from nova_ipxe import script
-from nova_ipxe import signature
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
-MIN_SIGNING_KEY = 16
 
 # The rule lives in nova_ipxe.image; re-exported for the drivers.
 is_ipxe_image = image.is_ipxe_image
@@ -105,53 +103,21 @@ def render_script(instance, conf=CONF):
     url, source = menuurl.resolve(
         configured_menu_url(conf), instance.image_properties,
         instance.server_metadata, opts.allow_menu_url_override)
-    if opts.menu_identity:
-        params = menuurl.identity(menu_nic, instance.uuid,
-                                  instance.hostname)
-        if opts.menu_signing_key:
-            params = _signed(url, params, opts)
-        url = menuurl.with_identity(url, params)
-    elif opts.menu_signing_key:
-        raise exception.ConfigError(reason='menu_signing_key signs the '
-                                           'identity: it needs '
-                                           'menu_identity = true')
+    host = identity.hostname(instance.hostname, instance.uuid)
+    url = identity.chain_url(url, source, menu_nic, opts, instance.uuid,
+                             host)
     policy = script.ChainPolicy(retries=opts.chain_retries,
                                 timeout=opts.chain_timeout,
                                 retry_delay=opts.chain_retry_delay,
                                 on_failure=opts.on_chain_failure)
     text = script.render(config, url, menu_nic,
                          instance_uuid=instance.uuid,
-                         hostname=instance.hostname, policy=policy)
+                         hostname=host, policy=policy)
     LOG.debug('Rendered the iPXE script for %s: menu from %s via %s',
               script.check_uuid(instance.uuid) or 'instance', source,
               menu_nic.mac)
     return Script(text=text, menu_url=url, menu_url_source=source,
                   menu_nic=menu_nic)
-
-
-def _signed(url, params, opts):
-    """The identity pairs with ts, kid and sig (see nova_ipxe.signature).
-
-    Values iPXE expands at boot cannot be signed: they go after ``sig``.
-    """
-    if len(opts.menu_signing_key) < MIN_SIGNING_KEY:
-        raise exception.ConfigError(
-            reason='menu_signing_key must be at least %d characters'
-                   % MIN_SIGNING_KEY)
-    path = urllib.parse.urlsplit(url).path or '/'
-    if '${' in path:
-        raise exception.SigningError(
-            reason='the path of the boot menu URL %s uses iPXE settings, '
-                   'which expand at boot; a signed path must be literal'
-                   % url)
-    present = [(k, v) for k, v in params if v is not None]
-    static = [(k, v) for k, v in present
-              if not isinstance(v, script.Setting)]
-    dynamic = [(k, v) for k, v in present if isinstance(v, script.Setting)]
-    fields = {k: str(v) for k, v in static}
-    return static + signature.query_params(
-        opts.menu_signing_key, opts.menu_signing_key_id, path,
-        fields) + dynamic
 
 
 def check_capabilities(base, rendered, uefi):
