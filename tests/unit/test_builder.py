@@ -10,12 +10,16 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import os
+import threading
+
 import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe import exception
 from nova_ipxe import netdata
 from tests import base
+from tests import samples
 
 
 class StockOnFailureTestCase(base.TestCase):
@@ -88,51 +92,101 @@ class StockOnFailureTestCase(base.TestCase):
 
 class ParsedBasesTestCase(base.TestCase):
 
+    def setUp(self):
+        super().setUp()
+        with open(samples.bookworm_iso(), 'rb') as f:
+            self.bookworm = f.read()
+        with open(samples.trixie_iso(), 'rb') as f:
+            self.trixie = f.read()
+
     def test_concurrent_misses_parse_once(self):
-        import threading
-        import time
+        bases = builder.ParsedBases()
+        loads, missed = [], set()
+        arrived = threading.Condition()
+        release = threading.Event()
+        real_cached = bases._cached
 
-        from tests import samples
-        loads = []
-        real = builder.load_base
+        def cached(key):
+            got = real_cached(key)
+            if got is None:
+                with arrived:
+                    missed.add(threading.get_ident())
+                    arrived.notify_all()
+            return got
 
-        def slow(path, conf, name=None):
-            loads.append(path)
-            time.sleep(0.2)     # long enough for every thread to miss
-            return real(path, conf, name)
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.builder.load_base', slow))
-        bases = builder.ParsedBases(size=2)
+        def read():
+            loads.append(1)
+            # Hold the parse until every thread has missed the cache.
+            release.wait(60)
+            return self.bookworm
+        bases._cached = cached
         got = []
-        threads = [threading.Thread(target=lambda: got.append(bases.get(
-            'k', samples.bookworm_iso(), self.conf))) for _ in range(4)]
+        threads = [threading.Thread(target=lambda: got.append(bases._get(
+            'k', read, 'ISO', self.conf))) for _ in range(4)]
         for t in threads:
             t.start()
+        with arrived:
+            self.assertTrue(arrived.wait_for(lambda: len(missed) == 4, 60))
+        release.set()
         for t in threads:
             t.join()
         self.assertEqual(1, len(loads))
         self.assertEqual(4, len(got))
-        self.assertEqual(1, len({id(b) for b in got}))
-        # Bounded, oldest out; a failed parse is not cached.
-        bases.get('k2', samples.bookworm_iso(), self.conf)
-        bases.get('k3', samples.bookworm_iso(), self.conf)
-        self.assertEqual(['k2', 'k3'], list(bases._bases))
-        self.assertRaises(exception.InvalidIso, bases.get, 'bad',
-                          '/nonexistent.iso', self.conf)
-        self.assertEqual(['k2', 'k3'], list(bases._bases))
-        self.assertEqual({}, bases._loading)
+        self.assertEqual(1, len({id(b.layout) for b in got}))
 
-    def test_bytes_keyed_by_the_caller(self):
-        from tests import samples
-        with open(samples.bookworm_iso(), 'rb') as f:
-            data = f.read()
-        bases = builder.ParsedBases(size=2)
-        first = bases.get_data('h1', data, 'Glance image x', self.conf)
-        self.assertIs(first, bases.get_data('h1', b'ignored on a hit',
-                                            'Glance image x', self.conf))
-        self.assertIsNot(first, bases.get_data('h2', data, 'Glance image x',
-                                               self.conf))
-        e = self.assertRaises(exception.InvalidIso, bases.get_data, 'h3',
+    def test_a_failed_parse_is_not_kept(self):
+        bases = builder.ParsedBases()
+        bases.get_data('k', self.bookworm, 'ISO', self.conf)
+        e = self.assertRaises(exception.InvalidIso, bases.get_data, 'bad',
                               b'\0' * 65536, 'Glance image y', self.conf)
         self.assertIn('Glance image y', str(e))
-        self.assertEqual(['h1', 'h2'], list(bases._bases))
+        self.assertRaises(exception.InvalidIso, bases.get, 'gone',
+                          os.path.join(self.tmp, 'nonexistent.iso'),
+                          self.conf)
+        self.assertEqual(1, len(bases))
+        self.assertEqual(len(self.bookworm), bases.nbytes)
+
+    def test_same_bytes_kept_once_named_per_key(self):
+        bases = builder.ParsedBases()
+        first = bases.get_data('image-a', self.bookworm, 'Glance image a',
+                               self.conf)
+        second = bases.get_data('image-b', bytes(self.bookworm),
+                                'Glance image b', self.conf)
+        self.assertEqual(1, len(bases))
+        self.assertEqual(len(self.bookworm), bases.nbytes)
+        self.assertIs(first.layout, second.layout)
+        self.assertEqual(('Glance image a', 'Glance image b'),
+                         (first.source, second.source))
+        # A hit by key does not read the bytes again.
+        self.assertIs(first.layout, bases.get_data(
+            'image-a', b'not read on a hit', 'x', self.conf).layout)
+
+    def test_bounded_by_bytes_between_builds(self):
+        instance = builder.Instance(network_data=self.network_data())
+        out = os.path.join(self.tmp, 'out.iso')
+
+        def build(bases, key, data):
+            b = bases.get_data(key, data, key, self.conf)
+            builder.build_iso(b, instance, out, self.conf)
+            bases.trim(self.conf)
+            return os.path.getsize(out)
+        # What one parse of each holds after a build: its bytes and the
+        # template of that build (a whole output ISO).
+        bookworm_kept = len(self.bookworm) + build(
+            builder.ParsedBases(), 'b', self.bookworm)
+        trixie_kept = len(self.trixie) + build(
+            builder.ParsedBases(), 't', self.trixie)
+        limit = bookworm_kept + trixie_kept - 1
+        self.flags(parsed_iso_memory=limit)
+        bases = builder.ParsedBases()
+        build(bases, 'b', self.bookworm)
+        self.assertEqual(bookworm_kept, bases.nbytes)
+        build(bases, 't', self.trixie)
+        # Both do not fit: the least recently used one went.
+        self.assertEqual(trixie_kept, bases.nbytes)
+        self.assertLessEqual(bases.nbytes, limit)
+        build(bases, 'b', self.bookworm)
+        self.assertEqual(bookworm_kept, bases.nbytes)
+        self.flags(parsed_iso_memory=0)
+        build(bases, 't', self.trixie)
+        self.assertEqual((0, 0), (len(bases), bases.nbytes))
