@@ -98,6 +98,41 @@ class VectorTestCase(base.TestCase):
             self.assertTrue(v['canonical'].startswith('nova-ipxe-menu-v2\n'))
 
 
+def guide_verifier():
+    """The reference verifier printed in the guide, as a function.
+
+    "A menu server written from the guide alone verifies the vectors":
+    this is that menu server, read from doc/source/admin/menus.rst.
+    """
+    with open(os.path.join(samples.REPO, 'doc', 'source', 'admin',
+                           'menus.rst'), encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    start = lines.index('    # nova-ipxe-menu-v2 reference verifier')
+    code = []
+    for line in lines[start:]:
+        if line and not line.startswith('    '):
+            break
+        code.append(line[4:])
+    namespace = {}
+    exec(compile('\n'.join(code), 'menus.rst', 'exec'), namespace)
+    return namespace['check']
+
+
+class GuideVerifierTestCase(base.TestCase):
+
+    def test_guide_verifier_agrees_with_the_vectors(self):
+        check = guide_verifier()
+        vectors = load_vectors()
+        for v in vectors['valid']:
+            self.assertEqual(v['fields'], check(v['keys'], v['path'],
+                                                v['query'], now=v['now']),
+                             v['name'])
+        for v in vectors['invalid']:
+            self.assertRaises(ValueError, check, v['keys'], v['path'],
+                              v['query'], now=v['now'],
+                              max_age=v.get('max_age'))
+
+
 class HostileVerifyTestCase(base.TestCase):
     """verify() raises InvalidSignature and nothing else, whatever comes."""
 
