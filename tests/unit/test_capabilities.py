@@ -17,6 +17,7 @@ tests/functional/test_menus.py; here the reading itself and the build
 refusals.
 """
 
+import collections
 import dataclasses
 import json
 import logging
@@ -28,6 +29,7 @@ import sys
 import fixtures
 import hypothesis
 from hypothesis import strategies as st
+from testtools import content
 
 from nova_ipxe import builder
 from nova_ipxe import capabilities
@@ -375,6 +377,46 @@ class WorkBudgetTestCase(base.TestCase):
 
 class TruncatedAndMutatedTestCase(base.TestCase):
     """Issue 16: no parser of tenant bytes raises an untyped error."""
+
+    def setUp(self):
+        super().setUp()
+        self.counts = collections.Counter()
+
+    def summarise(self):
+        summary = ', '.join('%s %d' % kv for kv in sorted(
+            self.counts.items()))
+        self.addDetail('property-counts', content.text_content(summary))
+        name = self.id().rsplit('.', 1)[-1]
+        sys.stderr.write('%s: %s\n' % (name, summary))
+
+    @hypothesis.settings(max_examples=60, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(st.data())
+    def _zero_runs(self, data):
+        # Zero runs of any length at any place in the probe window, and
+        # a tail of zeros or not: every reading ends within its budget,
+        # readable or unknown.  A small budget, so that the examples
+        # reach it.
+        with open(samples.require(samples.BOOKWORM_LKRN), 'rb') as f:
+            lkrn = f.read()
+        at = data.draw(st.integers(0x280, 16 * 1024))
+        run = data.draw(st.integers(1, 16 * 1024))
+        tail = data.draw(st.sampled_from([b'', b'\0' * (256 * 1024)]))
+        budget = capabilities.WorkBudget({'decoded': 4 << 20})
+        caps = capabilities.read(lkrn[:at] + b'\0' * run + lkrn[at:] +
+                                 tail, 'x', budget)
+        self.assertLessEqual(budget.spent['decoded'], (4 << 20) + 1)
+        if caps.readable:
+            self.counts['read'] += 1
+        elif 'bytes of LZMA output' in caps.reason:
+            self.counts['stopped by the budget'] += 1
+        else:
+            self.counts['unknown otherwise'] += 1
+
+    def test_zero_runs_reach_the_budget(self):
+        self._zero_runs()
+        self.summarise()
+        self.assertGreater(self.counts['stopped by the budget'], 0)
 
     def test_every_truncated_pe_header_is_unknown(self):
         for data in hostile.pe_truncations():
