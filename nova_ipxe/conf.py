@@ -78,6 +78,13 @@ ipxe_opts = [
     cfg.IntOpt('max_iso_size', default=64 * MiB, min=MiB,
                help='Largest source iPXE ISO, in bytes, that nova-ipxe '
                     'accepts.'),
+    cfg.IntOpt('parsed_iso_memory', default=256 * MiB, min=0,
+               help='Bytes of parsed source ISOs (their bytes and build '
+                    'templates) a compute service keeps in memory between '
+                    'builds, so that the next spawn from the same image '
+                    'skips the parse; least recently used ones go beyond '
+                    'it. The same ISO uploaded as several images is kept '
+                    'once. 0 keeps none.'),
     cfg.BoolOpt('menu_identity', default=True,
                 help='Append the instance identity (uuid, hostname, mac, '
                      'ip) as query parameters to the boot menu URL so a '

@@ -35,8 +35,8 @@ messages never assume the CLI; the ``nova-ipxe`` command adds its own
 hints.
 """
 
-import re
 import typing
+import unicodedata
 
 TENANT = 'tenant'
 OPERATOR = 'operator'
@@ -45,15 +45,32 @@ CATEGORIES = (TENANT, OPERATOR, INFRASTRUCTURE)
 
 # Longest message kept; hostile values (a 5000-digit netmask) are cut.
 MAX_MESSAGE = 1024
-# C0/C1 controls, DEL and the Unicode line and paragraph separators.
-_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]')
+# Characters never shown as they are: controls (Cc: C0, C1, DEL),
+# format characters (Cf: bidirectional overrides such as U+202E,
+# zero-width characters), line and paragraph separators (Zl, Zp), and
+# what has no glyph at all (surrogates, private use, unassigned).
+HIDDEN_CATEGORIES = frozenset(('Cc', 'Cf', 'Zl', 'Zp', 'Cs', 'Co', 'Cn'))
+
+
+def _escape(ch):
+    code = ord(ch)
+    if code < 0x100:
+        return '\\x%02x' % code
+    return '\\u%04x' % code if code < 0x10000 else '\\U%08x' % code
 
 
 def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
-    """``text`` with every control character escaped, at most ``limit``."""
-    text = _UNSAFE.sub(lambda m: '\\x%02x' % ord(m.group())
-                       if ord(m.group()) < 0x100
-                       else '\\u%04x' % ord(m.group()), str(text))
+    """``text`` with every hidden character escaped, at most ``limit``.
+
+    Whatever a tenant controls (image bytes, names, metadata) is shown
+    through this, in messages and log lines: no value can split a line,
+    forge one, or reorder what a reader sees.
+    """
+    text = str(text)
+    text = text[:limit + 1]     # escaping never shortens it
+    if not text.isprintable():
+        text = ''.join(_escape(c) if unicodedata.category(c) in
+                       HIDDEN_CATEGORIES else c for c in text)
     if len(text) > limit:
         text = text[:limit - 3] + '...'
     return text

@@ -14,11 +14,13 @@
 
 import copy
 import os
+import urllib.parse
 
 from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_utils.fixture import uuidsentinel as uuids
 
+from nova_ipxe import signature
 from tests.nova import libvirt_base
 from tests import samples
 
@@ -88,6 +90,33 @@ class SpawnTestCase(libvirt_base.IpxeServersTestBase):
         self.assertEqual({'disk', 'disk.info', 'ipxe.iso', 'console.log'},
                          set(os.listdir(self.inst_dir(server))) | {
                              'console.log'})
+
+    def test_server_names_nova_makes_boot(self):
+        # Issue 16: Nova keeps Latin-1 letters in host names ("Café 1"
+        # becomes "café-1"); that used to fail the build.  Now the name is
+        # in the script and the signed identity in Punycode, and a name
+        # with no ASCII form is left out: the server boots either way.
+        self.flags(menu_signing_key='k' * 32, group='ipxe')
+        image_id = self.add_ipxe_image()
+        for name, want in (('Caf\u00e9 1', 'xn--caf-1-dsa'),
+                           ('\u00c5ngstr\u00f6m', 'xn--ngstrm-hua5l'),
+                           ('\u00e9' * 60, None)):
+            server = self.boot(image_id, name=name)
+            self.assertEqual('ACTIVE', server['status'])
+            script = script_of(os.path.join(self.inst_dir(server),
+                                            'ipxe.iso'))
+            url = [token for line in script.splitlines()
+                   if line.startswith('imgfetch ')
+                   for token in line.split() if token.startswith('http')][0]
+            parts = urllib.parse.urlsplit(url)
+            verified = signature.verify({'1': 'k' * 32}, parts.path,
+                                        parts.query)
+            self.assertEqual(want, verified.fields.get('hostname'), name)
+            if want:
+                self.assertIn('set hostname %s\n' % want, script)
+            else:
+                self.assertNotIn('set hostname', script)
+            self._delete_server(server)
 
     def test_delete_removes_every_file(self):
         image_id = self.add_ipxe_image()

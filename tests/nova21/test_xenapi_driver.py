@@ -229,10 +229,10 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
     def test_unreadable_cached_iso_is_the_hosts_fault(self):
         # The cached copy fails to read on this host's disk: not the
         # tenant's image, so another host may build it.
-        real = builder.load_base
-        self.stub_out('nova_ipxe.builder.load_base',
-                      lambda path, conf, name=None: real(FAILING_READ, conf,
-                                                         name))
+        real = iso.read_iso_file
+        self.stub_out('nova_ipxe.iso.read_iso_file',
+                      lambda path, max_size, name=None: real(
+                          FAILING_READ, max_size, name))
         e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
         self.assert_reschedules(e, exception.InvalidIso)
         self.assertIn('try again later', e.format_message())

@@ -10,12 +10,14 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import os
 import threading
 
 import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe import exception
+from nova_ipxe import iso
 from nova_ipxe import netdata
 from tests import base
 from tests import samples
@@ -156,22 +158,31 @@ class _Watcher:
 
 class ParsedBasesTestCase(base.TestCase):
 
-    def test_concurrent_misses_parse_once(self):
-        # One thread parses; three more ask for the same key while the
-        # parse is under way, and must wait for it rather than parse.
-        watcher = _Watcher()
-        loads = []          # thread idents of the parses
-        release = threading.Event()
-        real = builder.load_base
+    def setUp(self):
+        super().setUp()
+        with open(samples.bookworm_iso(), 'rb') as f:
+            self.bookworm = f.read()
+        with open(samples.trixie_iso(), 'rb') as f:
+            self.trixie = f.read()
 
-        def load(path, conf, name=None):
+    def test_concurrent_misses_parse_once(self):
+        # One thread reads and parses; three more ask for the same key
+        # while that is under way, and must wait for it rather than read
+        # and parse again.  Seen from outside: the reads, and which
+        # thread holds the lock each other thread blocks on.
+        watcher = _Watcher()
+        loads = []          # thread idents of the reads
+        release = threading.Event()
+        real = iso.read_iso_file
+
+        def read(path, max_size, name=None):
             with watcher.cond:
                 loads.append(threading.get_ident())
                 watcher.cond.notify_all()
             release.wait()
-            return real(path, conf, name)
-        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.builder.load_base',
-                                             load))
+            return real(path, max_size, name)
+        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso.read_iso_file',
+                                             read))
         got = {}
 
         def get():
@@ -179,71 +190,84 @@ class ParsedBasesTestCase(base.TestCase):
                 'k', samples.bookworm_iso(), self.conf)
         threads = [threading.Thread(target=get) for _ in range(4)]
         with fixtures.MonkeyPatch('threading.Lock', watcher.lock):
-            bases = builder.ParsedBases(size=2)
+            bases = builder.ParsedBases()
             threads[0].start()
-            watcher.wait_for(lambda: loads, 'the first parse')
+            watcher.wait_for(lambda: loads, 'the first read')
             loader = loads[0]
             for t in threads[1:]:
                 t.start()
 
             def others_settled():
-                # Each other thread has either started a parse of its
-                # own (a broken single flight) or blocks on a lock the
-                # parsing thread holds.
-                idents = [t.ident for t in threads[1:]]
+                # Each other thread has either started a read of its own
+                # (a broken single flight) or blocks on a lock the
+                # reading thread holds.
                 return all(
-                    ident in loads or (
-                        watcher.blocked_on.get(ident) is not None
-                        and watcher.blocked_on[ident].owner == loader)
-                    for ident in idents)
+                    t.ident in loads or (
+                        watcher.blocked_on.get(t.ident) is not None
+                        and watcher.blocked_on[t.ident].owner == loader)
+                    for t in threads[1:])
             watcher.wait_for(others_settled, 'the other threads to wait')
             release.set()
             for t in threads:
                 t.join()
         self.assertEqual([loader], loads)
         self.assertEqual(4, len(got))
-        self.assertEqual(1, len({id(b) for b in got.values()}))
+        self.assertEqual(1, len({id(b.layout) for b in got.values()}))
+        self.assertEqual(1, len(bases))
 
-    def test_bounded_oldest_out_and_failures_not_kept(self):
-        loads = []
-        real = builder.load_base
-
-        def load(path, conf, name=None):
-            loads.append(path)
-            return real(path, conf, name)
-        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.builder.load_base',
-                                             load))
-        bases = builder.ParsedBases(size=2)
-        iso = samples.bookworm_iso()
-        k1 = bases.get('k1', iso, self.conf)
-        bases.get('k2', iso, self.conf)
-        self.assertIs(k1, bases.get('k1', iso, self.conf))   # k1 newest
-        bases.get('k3', iso, self.conf)                      # k2 out
-        self.assertEqual(3, len(loads))
-        self.assertIs(k1, bases.get('k1', iso, self.conf))
-        bases.get('k3', iso, self.conf)
-        self.assertEqual(3, len(loads))
-        bases.get('k2', iso, self.conf)                      # parsed again
-        self.assertEqual(4, len(loads))
-        # A failed parse is not kept, and does not hold the key.
-        for _ in range(2):
-            self.assertRaises(exception.InvalidIso, bases.get, 'bad',
-                              '/nonexistent.iso', self.conf)
-        self.assertEqual(['/nonexistent.iso'] * 2, loads[4:])
-
-    def test_bytes_keyed_by_the_caller(self):
-        with open(samples.bookworm_iso(), 'rb') as f:
-            data = f.read()
-        bases = builder.ParsedBases(size=2)
-        first = bases.get_data('h1', data, 'Glance image x', self.conf)
-        self.assertIs(first, bases.get_data('h1', b'ignored on a hit',
-                                            'Glance image x', self.conf))
-        second = bases.get_data('h2', data, 'Glance image x', self.conf)
-        self.assertIsNot(first, second)
-        e = self.assertRaises(exception.InvalidIso, bases.get_data, 'h3',
+    def test_a_failed_parse_is_not_kept(self):
+        bases = builder.ParsedBases()
+        bases.get_data('k', self.bookworm, 'ISO', self.conf)
+        e = self.assertRaises(exception.InvalidIso, bases.get_data, 'bad',
                               b'\0' * 65536, 'Glance image y', self.conf)
         self.assertIn('Glance image y', str(e))
-        # The failure took no place: both are still hits.
-        for key, kept in (('h1', first), ('h2', second)):
-            self.assertIs(kept, bases.get_data(key, b'not parsed on a hit',
-                                               'Glance image x', self.conf))
+        self.assertRaises(exception.InvalidIso, bases.get, 'gone',
+                          os.path.join(self.tmp, 'nonexistent.iso'),
+                          self.conf)
+        self.assertEqual(1, len(bases))
+        self.assertEqual(len(self.bookworm), bases.nbytes)
+
+    def test_same_bytes_kept_once_named_per_key(self):
+        bases = builder.ParsedBases()
+        first = bases.get_data('image-a', self.bookworm, 'Glance image a',
+                               self.conf)
+        second = bases.get_data('image-b', bytes(self.bookworm),
+                                'Glance image b', self.conf)
+        self.assertEqual(1, len(bases))
+        self.assertEqual(len(self.bookworm), bases.nbytes)
+        self.assertIs(first.layout, second.layout)
+        self.assertEqual(('Glance image a', 'Glance image b'),
+                         (first.source, second.source))
+        # A hit by key does not read the bytes again.
+        self.assertIs(first.layout, bases.get_data(
+            'image-a', b'not read on a hit', 'x', self.conf).layout)
+
+    def test_bounded_by_bytes_between_builds(self):
+        instance = builder.Instance(network_data=self.network_data())
+        out = os.path.join(self.tmp, 'out.iso')
+
+        def build(bases, key, data):
+            b = bases.get_data(key, data, key, self.conf)
+            builder.build_iso(b, instance, out, self.conf)
+            bases.trim(self.conf)
+            return os.path.getsize(out)
+        # What one parse of each holds after a build: its bytes and the
+        # template of that build (a whole output ISO).
+        bookworm_kept = len(self.bookworm) + build(
+            builder.ParsedBases(), 'b', self.bookworm)
+        trixie_kept = len(self.trixie) + build(
+            builder.ParsedBases(), 't', self.trixie)
+        limit = bookworm_kept + trixie_kept - 1
+        self.flags(parsed_iso_memory=limit)
+        bases = builder.ParsedBases()
+        build(bases, 'b', self.bookworm)
+        self.assertEqual(bookworm_kept, bases.nbytes)
+        build(bases, 't', self.trixie)
+        # Both do not fit: the least recently used one went.
+        self.assertEqual(trixie_kept, bases.nbytes)
+        self.assertLessEqual(bases.nbytes, limit)
+        build(bases, 'b', self.bookworm)
+        self.assertEqual(bookworm_kept, bases.nbytes)
+        self.flags(parsed_iso_memory=0)
+        build(bases, 't', self.trixie)
+        self.assertEqual((0, 0), (len(bases), bases.nbytes))

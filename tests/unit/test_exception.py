@@ -16,6 +16,10 @@ import ast
 import inspect
 import os
 import re
+import unicodedata
+
+import hypothesis
+from hypothesis import strategies as st
 
 import nova_ipxe
 from nova_ipxe import exception
@@ -101,6 +105,24 @@ class MessageTestCase(base.TestCase):
             self.assertEqual([text], text.splitlines())
         self.assertIn('\\x0a', str(e))
         self.assertIn('\\u2028', e.safe_message)
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.text())
+    def test_no_hidden_character_survives(self, text):
+        shown = exception.one_line(text)
+        self.assertEqual([], [c for c in shown if unicodedata.category(c)
+                              in exception.HIDDEN_CATEGORIES])
+        self.assertLessEqual(len(shown), exception.MAX_MESSAGE)
+        self.assertNotIn('\n', shown)
+
+    def test_format_characters_escaped(self):
+        # Cf (bidi overrides, zero-width), Zl, Zp, C1: all escaped.
+        self.assertEqual('a\\u202eb\\u200bc\\u2029d\\x85e\\u2066f',
+                         exception.one_line('a\u202eb\u200bc\u2029d\x85e'
+                                            '\u2066f'))
+        e = exception.InvalidIso(source='x', reason='name evil\u202etxt.exe')
+        self.assertIn('evil\\u202etxt.exe', str(e))
+        self.assertIn('evil\\u202etxt.exe', e.safe_message)
 
     def test_safe_message_leaves_out_the_host_path(self):
         e = exception.InvalidIso(source='/var/lib/nova/x.iso', reason='r')
