@@ -92,7 +92,7 @@ class SpawnTestCase(libvirt_base.IpxeServersTestBase):
                              'console.log'})
 
     def test_server_names_nova_makes_boot(self):
-        # Issue 16: Nova keeps Latin-1 letters in host names ("Café 1"
+        # Nova keeps Latin-1 letters in host names ("Café 1"
         # becomes "café-1"); that used to fail the build.  Now the name is
         # in the script and the signed identity in Punycode, and a name
         # with no ASCII form is left out: the server boots either way.

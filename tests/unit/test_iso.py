@@ -415,7 +415,7 @@ class MutatedIsoTestCase(base.TestCase):
 
 
 class HostileIsoTestCase(base.TestCase):
-    """Issue 7: what a tenant's ISO must not do to the compute host."""
+    """What a tenant's ISO must not do to the compute host."""
 
     def assertInvalid(self, data, text, exc=exception.InvalidIso):
         e = self.assertRaises(exc, iso.BaseIso, data, 'hostile.iso')
