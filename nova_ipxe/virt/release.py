@@ -217,3 +217,29 @@ def check(version, allow_untested):
                    'with (supported: %s): starting because [ipxe] '
                    'allow_untested_nova is set' % (describe(version),
                                                    supported()))
+
+
+def main(argv=None):
+    """``python -m nova_ipxe.virt.release [--allow-untested]``.
+
+    Prints the gate's message for the Nova installed beside it; exit
+    status 1 when nova-compute would refuse to start, 2 without Nova.
+    For installers (the devstack plugin) that must fail early.
+    """
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    version = nova_version()
+    if version is None:
+        print('nova-ipxe: Nova is not installed with %s' % sys.executable)
+        return 2
+    try:
+        _, message = check(version, '--allow-untested' in argv)
+    except UntestedNova as e:
+        print('nova-ipxe: %s' % e)
+        return 1
+    print('nova-ipxe: %s' % message)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
