@@ -456,15 +456,16 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _get_guest_xml(self, context, instance, network_info, disk_info,
                        image_meta, rescue=None, block_device_info=None,
-                       *args, **kwargs):
+                       **kwargs):
         # The rest differs between releases (old_guest since Nova 33,
-        # release.OVERRIDES): passed on as Nova's caller gave it.
+        # release.OVERRIDES) and Nova passes it by name: passed on as
+        # Nova's caller gave it.
         disk_info = self._ipxe_disk_info(context, instance, network_info,
                                          disk_info, image_meta, rescue,
                                          block_device_info)
         return super()._get_guest_xml(
             context, instance, network_info, disk_info, image_meta,
-            rescue, block_device_info, *args, **kwargs)
+            rescue=rescue, block_device_info=block_device_info, **kwargs)
 
     def _ipxe_disk_info(self, context, instance, network_info, disk_info,
                         image_meta, rescue, block_device_info):
