@@ -63,6 +63,19 @@ class ReleaseTableTestCase(testtools.TestCase):
                       'Nova %s is not in release.RELEASES' % self.version)
         self.assertTrue(release.check(self.version, False)[0])
 
+    def test_upgrade_check_reports_this_release(self):
+        # nova-ipxe-status reads the same metadata nova-compute runs.
+        from oslo_config import cfg
+
+        from nova_ipxe import conf as ipxe_conf
+        from nova_ipxe import status
+        conf = cfg.ConfigOpts()
+        ipxe_conf.register_opts(conf)
+        conf([], default_config_files=[])
+        result = status.Checks(conf)._check_nova_release()
+        self.assertEqual(status.Code.SUCCESS, result.code)
+        self.assertIn(release.describe(self.version), result.details)
+
     def test_overridden_nova_methods_keep_their_signatures(self):
         # Fails loudly when this release's Nova changes a method we
         # override: release.OVERRIDES must then say so.
