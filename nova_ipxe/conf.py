@@ -129,6 +129,12 @@ ipxe_opts = [
                     'there is none) and log the error, since a failed reboot '
                     'leaves the server in ERROR, where its tenant can no '
                     'longer change the metadata at fault.'),
+    cfg.BoolOpt('allow_untested_nova', default=False,
+                help='Start ipxe.LibvirtDriver on a Nova major release it '
+                     'was not tested with (it logs a warning). By default '
+                     'nova-compute refuses to start there, naming the '
+                     'supported releases (nova-ipxe-status upgrade check '
+                     'reports it before an upgrade).'),
 ]
 
 GLANCE_GROUP = cfg.OptGroup(

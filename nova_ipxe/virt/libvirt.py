@@ -21,8 +21,8 @@ legacy rescue take the installed OS), and a per-instance ISO built from
 Nova's cached copy of the image, attached as a CD that boots first.
 Every other instance is left to the stock driver untouched.
 
-Override points (Nova 34, see doc/source/contributor/nova.rst and
-``NOVA_OVERRIDES``):
+Override points (Nova 31 to 34, see doc/source/contributor/nova.rst;
+their signatures per release are in :mod:`nova_ipxe.virt.release`):
 
 * ``_create_and_inject_local_root``: fetch the ISO into ``_base`` with
   Nova's own cache and lock, then create the blank ``disk``;
@@ -39,7 +39,8 @@ Override points (Nova 34, see doc/source/contributor/nova.rst and
   ``_base`` copy fetched with the source host as fallback, as Nova's own
   disks are) after Nova creates missing files there as zeros;
 * ``_needs_rebase_original_qcow2_image``: never rebase an unshelved OS
-  disk onto the ISO.
+  disk onto the ISO;
+* ``init_host``: log the Nova release, refuse an untested one.
 """
 
 import copy
@@ -68,6 +69,7 @@ from nova_ipxe import exception
 from nova_ipxe import menuurl
 from nova_ipxe.virt import errors
 from nova_ipxe.virt import instance as ipxe_instance
+from nova_ipxe.virt import release
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
@@ -90,29 +92,6 @@ FAIL_TASK_STATES = (task_states.SPAWNING, task_states.REBUILD_SPAWNING,
                     task_states.RESCUING)
 # Image backends whose root disk is a file in the instance directory.
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
-
-# The Nova methods this class overrides, with the signature it was written
-# against; tests/nova/test_driver.py fails when Nova changes one.
-NOVA_OVERRIDES = {
-    '_create_and_inject_local_root': (
-        'self, context, instance, disk_mapping, booted_from_volume, '
-        'suffix, disk_images, injection_info, fallback_from_host'),
-    '_get_guest_xml': (
-        'self, context, instance, network_info, disk_info, image_meta, '
-        'rescue=None, block_device_info=None, mdevs=None, accel_info=None, '
-        'share_info=None, old_guest=None'),
-    '_get_guest_storage_config': (
-        'self, context, instance, image_meta, disk_info, rescue, '
-        'block_device_info, flavor, os_type'),
-    'default_device_names_for_instance': (
-        'self, instance, root_device_name, *block_device_lists'),
-    'get_device_name_for_instance': 'self, instance, bdms, block_device_obj',
-    'pre_live_migration': (
-        'self, context, instance, block_device_info, network_info, '
-        'disk_info, migrate_data'),
-    '_needs_rebase_original_qcow2_image': 'self, instance, backend',
-}
-SUPPORTED_NOVA = '34.x (2026.2); tested with 34.0.0'
 
 
 def _props(image_meta):
@@ -178,6 +157,15 @@ def _is_iso(path):
 
 class LibvirtDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver with iPXE ISO boot."""
+
+    def init_host(self, host):
+        # Before Nova's own checks: a half-working driver on a Nova it
+        # was not tested with is worse than one that does not start.
+        version = release.nova_version()
+        tested, message = release.check(version,
+                                        CONF.ipxe.allow_untested_nova)
+        (LOG.info if tested else LOG.warning)('nova-ipxe: %s', message)
+        return super().init_host(host)
 
     # -- which instances are ours ----------------------------------------
 
@@ -453,16 +441,16 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _get_guest_xml(self, context, instance, network_info, disk_info,
                        image_meta, rescue=None, block_device_info=None,
-                       mdevs=None, accel_info=None, share_info=None,
-                       old_guest=None):
+                       **kwargs):
+        # The rest differs between releases (old_guest since Nova 33,
+        # release.OVERRIDES) and Nova passes it by name: passed on as
+        # Nova's caller gave it.
         disk_info = self._ipxe_disk_info(context, instance, network_info,
                                          disk_info, image_meta, rescue,
                                          block_device_info)
         return super()._get_guest_xml(
             context, instance, network_info, disk_info, image_meta,
-            rescue=rescue, block_device_info=block_device_info, mdevs=mdevs,
-            accel_info=accel_info, share_info=share_info,
-            old_guest=old_guest)
+            rescue=rescue, block_device_info=block_device_info, **kwargs)
 
     def _ipxe_disk_info(self, context, instance, network_info, disk_info,
                         image_meta, rescue, block_device_info):
