@@ -75,6 +75,21 @@ def one_line(text, limit=MAX_MESSAGE):
     return text
 
 
+def shown(text, limit=4096):
+    """``text`` safe for a terminal: :func:`one_line`, and no odd spaces.
+
+    What one_line leaves that is not printable (spaces other than ' ',
+    such as U+00A0) is escaped too: a name from inside an ISO, shown in
+    a listing, must not look like two names.
+    """
+    text = one_line(text, limit=limit)
+    if text.isprintable():
+        return text
+    return ''.join(c if c.isprintable() or c == ' ' else
+                   '\\u%04x' % ord(c) if ord(c) < 0x10000 else
+                   '\\U%08x' % ord(c) for c in text)
+
+
 def show(value, limit=64):
     """A bounded, printable rendering of an untrusted value.
 

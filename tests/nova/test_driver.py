@@ -46,23 +46,6 @@ class OverridesTestCase(testtools.TestCase):
         self.assertIs(libvirt_driver.LibvirtDriver._get_guest_config,
                       libvirt.LibvirtDriver._get_guest_config)
 
-    def test_pe_signature_detection(self):
-        # An unsigned stock loader from trixie's iPXE.
-        from tests import samples
-        data = samples.trixie_file('ipxe.efi')
-        self.assertFalse(libvirt.pe_signed(data))
-        # The same PE with a certificate table entry pointing at bytes
-        # appended to it.
-        pe = int.from_bytes(data[0x3c:0x40], 'little')
-        opt = pe + 24
-        magic = int.from_bytes(data[opt:opt + 2], 'little')
-        entry = opt + (112 if magic == 0x20b else 96) + 4 * 8
-        signed = bytearray(data) + b'\0' * 64
-        signed[entry:entry + 8] = (len(data).to_bytes(4, 'little')
-                                   + (64).to_bytes(4, 'little'))
-        self.assertTrue(libvirt.pe_signed(bytes(signed)))
-        self.assertFalse(libvirt.pe_signed(b'MZ' + b'\0' * 10))
-
 
 class PackagingTestCase(testtools.TestCase):
 
