@@ -235,7 +235,8 @@ class InvalidNetworkData(TenantError):
 
 
 class InvalidScriptValue(TenantError):
-    msg_fmt = ('Refusing %(what)s %(value)r for the iPXE script: '
+    # value: shown (show()) by the caller, bounded and escaped.
+    msg_fmt = ('Refusing %(what)s %(value)s for the iPXE script: '
                '%(reason)s.')
     safe_fmt = msg_fmt
 
