@@ -22,8 +22,7 @@ from nova_ipxe import exception
 
 SECTOR = 2048
 
-# Bounds on the source's structure, checked before pycdlib parses it: an
-# iPXE ISO has a handful of files in a directory or two.  pycdlib's cost
+# An iPXE ISO has a handful of files in a directory or two.  pycdlib's cost
 # grows with the square of a directory's entries (it recomputes every
 # offset on each add), so the entry count bounds a build's time too.
 MAX_ENTRIES = 256           # directory records per tree, dirs included

@@ -47,7 +47,7 @@ def _be32(data, at):
     return int.from_bytes(data[at:at + 4], 'big')
 
 
-def data_runs(data):
+def _data_runs(data):
     """(start, end) of the parts of ``data`` to write; the rest is zeros.
 
     Zero runs of at least _HOLE bytes become holes (seeked over), fewer
@@ -101,7 +101,7 @@ def template_records(data):
     return found
 
 
-def hybrid_ids(data):
+def _hybrid_ids(data):
     """Where a template's isohybrid identifiers are (see _new_ids).
 
     (offset of the MBR disk signature or None, ((GPT header offset,
@@ -163,8 +163,8 @@ class Template:
         self.data_sites = tuple(data_sites)  # (offset, start, end) of it
         self.le_sites = tuple(le_sites)      # 32-bit length, little end
         self.be_sites = tuple(be_sites)      # and big end
-        self.runs = data_runs(data)
-        self.mbr_id, self.gpts = hybrid_ids(data)
+        self.runs = _data_runs(data)
+        self.mbr_id, self.gpts = _hybrid_ids(data)
 
     @classmethod
     def map(cls, data, nonce, slot, result, efi):
