@@ -36,6 +36,7 @@ from oslo_upgradecheck import upgradecheck
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import identity
 from nova_ipxe.virt import release
 
 CONF = ipxe_conf.CONF
@@ -144,11 +145,11 @@ class Checks(upgradecheck.UpgradeCommands):
             return Result(Code.FAILURE, '[ipxe] menu_signing_key signs the '
                           'identity: it needs menu_identity = true, or '
                           'every iPXE boot fails.')
-        if len(key) < builder.MIN_SIGNING_KEY:
+        if len(key) < identity.MIN_SIGNING_KEY:
             return Result(Code.FAILURE, '[ipxe] menu_signing_key has %d '
                           'characters; at least %d are required, or every '
                           'iPXE boot fails.' % (len(key),
-                                                builder.MIN_SIGNING_KEY))
+                                                identity.MIN_SIGNING_KEY))
         if len(key) < RECOMMENDED_SIGNING_KEY:
             return Result(Code.WARNING, '[ipxe] menu_signing_key has %d '
                           'characters; use at least %d random ones for '
