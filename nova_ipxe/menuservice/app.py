@@ -149,8 +149,8 @@ class MenuService:
             profile, values = self._resolve(environ, source)
             text = self.profiles.render(profile, 'ipxe', values)
         except (Refused, profiles_mod.ProfileError) as e:
-            return refusal_script(e), 'refused: %s' % exception.show(
-                str(e), 200)
+            return refusal_script(e), 'refused: %s' % exception.one_line(
+                e, 300)
         return text, 'profile %s for %s' % (profile, values['uuid'])
 
     def _verified(self, environ, source):
@@ -250,7 +250,7 @@ class MenuService:
             kind, server, kid = self._token(path, source)
         except Refused as e:
             return ('403 Forbidden', 'text/plain', 'refused\n',
-                    'refused: %s' % e)
+                    'refused: %s' % exception.one_line(e, 300))
         uuid = server.uuid
         if kind == 'done':
             try:
@@ -264,25 +264,35 @@ class MenuService:
                     'server %s installed: %s=false'
                     % (uuid, menu_conf.METADATA_BOOT))
         if kind == 'key':
-            try:
-                key = self.nova.public_key(server)
-            except nova_mod.NovaError as e:
-                LOG.error('Cannot read the key pair of %s: %s', uuid, e)
-                key = None
-            if not key or not _key_ok(key):
+            key = self._public_key(server)
+            if not key:
                 return ('404 Not Found', 'text/plain', 'no key\n',
                         'no usable key pair for %s' % uuid)
-            return ('200 OK', 'text/plain', key.strip() + '\n',
+            return ('200 OK', 'text/plain', key + '\n',
                     'key pair %s of %s' % (server.key_name, uuid))
         try:
             profile = self._profile_of(server)
             values = self._values(environ, server, {}, source, kid)
+            values['ssh_key'] = self._public_key(server)
             text = self.profiles.render(profile, 'preseed', values)
         except (Refused, profiles_mod.ProfileError) as e:
             return ('403 Forbidden', 'text/plain', 'refused\n',
-                    'refused: %s' % exception.show(str(e), 200))
+                    'refused: %s' % exception.one_line(e, 300))
         return ('200 OK', 'text/plain', text,
                 'preseed %s for %s' % (profile, uuid))
+
+    def _public_key(self, server):
+        """The server's public key (one OpenSSH line), or None."""
+        try:
+            key = self.nova.public_key(server)
+        except nova_mod.NovaError as e:
+            LOG.error('Cannot read the key pair of %s: %s', server.uuid, e)
+            return None
+        if key and not _key_ok(key):
+            LOG.warning('Not serving the key pair of %s: not one OpenSSH '
+                        'public key line', server.uuid)
+            return None
+        return key.strip() if key else None
 
     def _token(self, path, source):
         match = _TOKEN_RE.fullmatch(path)

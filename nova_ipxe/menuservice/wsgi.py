@@ -65,7 +65,10 @@ class _Handler(wsgiref.simple_server.WSGIRequestHandler):
 
 
 def main(argv=None):
-    conf = _setup(sys.argv[1:] if argv is None else argv)
+    # Its own file by default, never nova.conf or nova-ipxe.conf.
+    conf = _setup(sys.argv[1:] if argv is None else argv,
+                  default_config_files=[f for f in (DEFAULT_CONFIG,)
+                                        if os.path.exists(f)])
     application = make_app(conf)
     opts = conf.menu_service
     server = wsgiref.simple_server.make_server(

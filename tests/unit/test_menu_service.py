@@ -20,9 +20,14 @@ an iPXE script that says why and ends with ``exit 1``.
 
 import io
 import os
+import subprocess
+import sys
+import time
 import urllib.parse
+import urllib.request
 import wsgiref.util
 
+import fixtures
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
@@ -34,6 +39,7 @@ from nova_ipxe.menuservice import app
 from nova_ipxe.menuservice import conf as menu_conf
 from nova_ipxe.menuservice import nova
 from nova_ipxe.menuservice import profiles
+from nova_ipxe.menuservice import wsgi
 from nova_ipxe import signature
 from tests import base
 from tests import samples
@@ -288,6 +294,15 @@ class MenuServiceTestCase(base.TestCase):
         self.body = server_body({'ipxe_profile': 'net'}, network='lab-net')
         self.assertEqual((200, 'd-i x string lab-net\n'),
                          self.get(urllib.parse.urlsplit(url).path))
+        # The key is a preseed value; with a shell character it refuses.
+        with open(os.path.join(tpl, 'net.preseed.j2'), 'w') as f:
+            f.write('d-i x string {{ ssh_key }}\n')
+        self.service = self.make_service()
+        self.assertEqual((200, 'd-i x string %s\n' % PUBKEY),
+                         self.get(urllib.parse.urlsplit(url).path))
+        self.mock.get(NOVA + '/os-keypairs/tenant-key',
+                      json={'keypair': {'public_key': PUBKEY + ';reboot'}})
+        self.assertEqual(403, self.get(urllib.parse.urlsplit(url).path)[0])
 
     def test_sandbox(self):
         tpl = os.path.join(self.tmp, 'profiles')
@@ -354,3 +369,49 @@ class MenuServiceTestCase(base.TestCase):
             self.assertEqual(f.read(), g.read(),
                              'etc/nova-ipxe/menu-service.conf.sample is '
                              'stale: run tox -e genconfig')
+
+
+class EntryPointsTestCase(base.TestCase):
+    """nova-ipxe-menu (the console script) and the WSGI entry point."""
+
+    def write_conf(self):
+        path = os.path.join(self.tmp, 'menu-service.conf')
+        with open(path, 'w') as f:
+            f.write('[DEFAULT]\nuse_stderr = true\n'
+                    '[menu_service]\nsigning_keys = k1:%s\n'
+                    'bind_host = 127.0.0.1\nbind_port = 0\n'
+                    '[nova]\nauth_type = none\n'
+                    'endpoint_override = http://127.0.0.1:9/v2.1\n' % KEY)
+        return path
+
+    def test_console_script_serves_and_logs(self):
+        script = os.path.join(os.path.dirname(sys.executable),
+                              'nova-ipxe-menu')
+        proc = subprocess.Popen([script, '--config-file', self.write_conf()],
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        ready = proc.stdout.readline().split()
+        self.assertEqual(['READY', '127.0.0.1'], ready[:2], proc.stderr)
+        base_url = 'http://127.0.0.1:%s' % ready[2]
+        with urllib.request.urlopen(base_url + '/healthcheck') as r:
+            self.assertEqual(b'OK\n', r.read())
+        # Signed, but Nova (port 9) cannot be asked: refused, and said.
+        query = chain_query({'uuid': UUID, 'ip': '127.0.0.1'},
+                            ts=int(time.time()))
+        with urllib.request.urlopen(base_url + '/menu.ipxe?' + query) as r:
+            text = r.read().decode()
+        self.assertIn('refused: Nova cannot be asked now', text)
+        proc.kill()
+        err = proc.stderr.read()
+        self.assertIn("GET '/menu.ipxe' from 127.0.0.1: 200 refused: Nova "
+                      "cannot be asked now", err)
+
+    def test_wsgi_entry_point_reads_its_config(self):
+        self.useFixture(fixtures.EnvironmentVariable(
+            'NOVA_IPXE_MENU_CONFIG', self.write_conf()))
+        application = wsgi.init_application()
+        self.assertEqual({'k1': KEY}, application.keys)
+        self.assertEqual('http://127.0.0.1:9/v2.1',
+                         application.nova.adapter.endpoint_override)
