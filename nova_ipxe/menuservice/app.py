@@ -48,9 +48,12 @@ from nova_ipxe import signature
 
 LOG = logging.getLogger(__name__)
 TOKEN_VERSION = 'nova-ipxe-menu-token-v1'
+# The installer's URLs end the path: behind Apache the service may be
+# mounted under a prefix that reaches it in PATH_INFO (/nova-ipxe-menu).
+_INSTALLER_RE = re.compile(r'/(preseed|key|done)/', re.ASCII)
 _TOKEN_RE = re.compile(
     r'/(preseed|key|done)/(%s)/([A-Za-z0-9._-]{1,64})/([0-9]{1,12})/'
-    r'([0-9a-f]{64})' % signature._UUID_RE.pattern, re.ASCII)
+    r'([0-9a-f]{64})\Z' % signature._UUID_RE.pattern, re.ASCII)
 _SHOWN_RE = re.compile(r'[^A-Za-z0-9 .,:=/_+@()-]')
 FALSE = ('false', '0', 'no', 'off')
 
@@ -115,29 +118,25 @@ class MenuService:
         source = _source(environ)
         try:
             if method not in ('GET', 'HEAD'):
-                status, ctype, body, what = (
-                    '405 Method Not Allowed', 'text/plain',
-                    'GET only\n', 'method not allowed')
-            elif path == '/healthcheck':
-                status, ctype, body, what = '200 OK', 'text/plain', 'OK\n', \
-                    'healthcheck'
-            elif _TOKEN_RE.fullmatch(path) or re.match(
-                    r'/(preseed|key|done)/', path):
-                status, ctype, body, what = self._installer(path, source,
-                                                            environ)
+                status, body, what = ('405 Method Not Allowed',
+                                      'GET only\n', 'method not allowed')
+            elif path.endswith('/healthcheck'):
+                status, body, what = '200 OK', 'OK\n', 'healthcheck'
+            elif _INSTALLER_RE.search(path):
+                status, body, what = self._installer(path, source, environ)
             else:
                 body, what = self._menu(environ, source)
-                status, ctype = '200 OK', 'text/plain'
+                status = '200 OK'
         except Exception:
             LOG.exception('%s %s from %s failed', method,
                           exception.show(path), source)
-            status, ctype, body, what = (
-                '500 Internal Server Error', 'text/plain',
-                'internal error\n', 'internal error')
+            status, body, what = ('500 Internal Server Error',
+                                  'internal error\n', 'internal error')
         LOG.info('%s %s from %s: %s %s', method, exception.show(path, 120),
                  source, status.split()[0], what)
         data = body.encode('utf-8')
-        start_response(status, [('Content-Type', ctype + '; charset=utf-8'),
+        # iPXE scripts, preseeds, keys and refusals: all plain text.
+        start_response(status, [('Content-Type', 'text/plain; charset=utf-8'),
                                 ('Content-Length', str(len(data))),
                                 ('Cache-Control', 'no-store')])
         return [b''] if method == 'HEAD' else [data]
@@ -245,11 +244,11 @@ class MenuService:
 
     # -- the installer's requests ------------------------------------------
     def _installer(self, path, source, environ):
-        """(status, content type, body, what the log says)."""
+        """(status, body, what the log says)."""
         try:
             kind, server, kid = self._token(path, source)
         except Refused as e:
-            return ('403 Forbidden', 'text/plain', 'refused\n',
+            return ('403 Forbidden', 'refused\n',
                     'refused: %s' % exception.one_line(e, 300))
         uuid = server.uuid
         if kind == 'done':
@@ -258,17 +257,17 @@ class MenuService:
                                        'false')
             except nova_mod.NovaError as e:
                 LOG.error('Cannot take %s out of the menu: %s', uuid, e)
-                return ('503 Service Unavailable', 'text/plain',
+                return ('503 Service Unavailable',
                         'Nova unavailable\n', 'Nova unavailable')
-            return ('200 OK', 'text/plain', 'done\n',
+            return ('200 OK', 'done\n',
                     'server %s installed: %s=false'
                     % (uuid, menu_conf.METADATA_BOOT))
         if kind == 'key':
             key = self._public_key(server)
             if not key:
-                return ('404 Not Found', 'text/plain', 'no key\n',
+                return ('404 Not Found', 'no key\n',
                         'no usable key pair for %s' % uuid)
-            return ('200 OK', 'text/plain', key + '\n',
+            return ('200 OK', key + '\n',
                     'key pair %s of %s' % (server.key_name, uuid))
         try:
             profile = self._profile_of(server)
@@ -276,9 +275,9 @@ class MenuService:
             values['ssh_key'] = self._public_key(server)
             text = self.profiles.render(profile, 'preseed', values)
         except (Refused, profiles_mod.ProfileError) as e:
-            return ('403 Forbidden', 'text/plain', 'refused\n',
+            return ('403 Forbidden', 'refused\n',
                     'refused: %s' % exception.one_line(e, 300))
-        return ('200 OK', 'text/plain', text,
+        return ('200 OK', text,
                 'preseed %s for %s' % (profile, uuid))
 
     def _public_key(self, server):
@@ -295,7 +294,7 @@ class MenuService:
         return key.strip() if key else None
 
     def _token(self, path, source):
-        match = _TOKEN_RE.fullmatch(path)
+        match = _TOKEN_RE.search(path)
         if not match:
             raise Refused('malformed token')
         kind, uuid, kid, ts, sig = match.groups()

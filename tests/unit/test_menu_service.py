@@ -178,6 +178,25 @@ class MenuServiceTestCase(base.TestCase):
         self.assertIn('booting the local disk', script)
         self.assertIn('sanboot --no-describe --drive 0x80 || exit 1', script)
 
+    def test_mounted_under_a_prefix(self):
+        # Apache's ProxyPass /nova-ipxe-menu to uwsgi: the whole path
+        # reaches the application; the signed path is the whole path.
+        self.menu_conf.set_override('public_url',
+                                    'http://192.0.2.1/nova-ipxe-menu',
+                                    'menu_service')
+        path = '/nova-ipxe-menu/menu.ipxe'
+        status, script = self.get(path, chain_query(path=path))
+        url = self.urls(script)['url']
+        self.assertTrue(url.startswith(
+            'http://192.0.2.1/nova-ipxe-menu/preseed/' + UUID), url)
+        status, preseed = self.get(urllib.parse.urlsplit(url).path)
+        self.assertEqual(200, status)
+        self.assertEqual((200, 'OK\n'),
+                         self.get('/nova-ipxe-menu/healthcheck'))
+        # The path is signed: the same query on another path is refused.
+        self.assertRefused(self.get('/menu.ipxe', chain_query(path=path)),
+                           'signature mismatch')
+
     def test_nova_is_asked_once_within_the_ttl(self):
         self.menu()
         self.menu()
