@@ -12,7 +12,7 @@
 
 """What the worst hostile iPXE binaries cost one ``nova-ipxe build-iso``.
 
-Issue 16's attack pass put binaries into ISOs that made reading their
+An attack pass (December 2026) put binaries into ISOs that made reading their
 capabilities run for hours (12 KiB of zero bytes after the setup header:
 49 s; a kernel ending in zeros: an estimated 15 hours; a 96-byte LZMA
 stream of names: 17.6 s; 20,000 PE sections: 8.9 s and 52 MB).  Each
@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from tests import hostile  # noqa: E402
 from tests import samples  # noqa: E402
 
-# What issue 16 asks of the worst case.
+# The goal for the worst case (security notes).
 CPU_GOAL_S = 5.0
 RSS_GOAL_MB = 500
 

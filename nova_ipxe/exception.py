@@ -19,7 +19,7 @@ on it without a table of classes:
   (its record or its bytes), the server's network data or metadata, a
   menu URL override.  The tenant can fix it.
 * :class:`OperatorError` -- what the operator must fix: the ``[ipxe]``
-  configuration, an ISO that cannot take a script, a missing tool.
+  configuration, an ISO that cannot take a script, the XenServer host.
 * :class:`InfrastructureError` -- something failed underneath: Glance,
   the disk, the cache.  Trying again may work.
 
@@ -35,6 +35,7 @@ messages never assume the CLI; the ``nova-ipxe`` command adds its own
 hints.
 """
 
+import typing
 import unicodedata
 
 TENANT = 'tenant'
@@ -58,7 +59,7 @@ def _escape(ch):
     return '\\u%04x' % code if code < 0x10000 else '\\U%08x' % code
 
 
-def one_line(text, limit=MAX_MESSAGE):
+def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
     """``text`` with every hidden character escaped, at most ``limit``.
 
     Whatever a tenant controls (image bytes, names, metadata) is shown
@@ -75,7 +76,7 @@ def one_line(text, limit=MAX_MESSAGE):
     return text
 
 
-def show(value, limit=64):
+def show(value: object, limit: int = 64) -> str:
     """A bounded, printable rendering of an untrusted value.
 
     Never fails and never recurses: containers show their type only, a
@@ -110,7 +111,8 @@ class NovaIpxeError(Exception):
     safe_fmt = ('The iPXE boot ISO could not be built because of an '
                 'internal error.')
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: typing.Optional[str] = None,
+                 **kwargs: typing.Any) -> None:
         self.kwargs = kwargs
         if message is None:
             message = self._format(self.msg_fmt)
@@ -206,11 +208,6 @@ class SigningError(OperatorError):
     msg_fmt = 'Cannot sign the boot menu identity: %(reason)s.'
 
 
-class ToolMissing(OperatorError):
-    msg_fmt = ('%(tool)s is needed to %(purpose)s but is not installed on '
-               'this host.')
-
-
 # -- the tenant's side --------------------------------------------------
 
 class InvalidNetworkData(TenantError):
@@ -268,10 +265,6 @@ class ImageTooLarge(InvalidIso):
     # The limit is operator configuration: not shown to the tenant.
     safe_fmt = ('The image is %(size)s bytes, more than this cloud accepts '
                 'for an iPXE ISO.')
-
-
-# The name the ISO reader used before the two were merged.
-IsoTooLarge = ImageTooLarge
 
 
 class ImageNotUsable(TenantError):
@@ -342,6 +335,17 @@ class IsoBuildFailed(InfrastructureError):
     msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
 
 
+class IsoReadFailed(InfrastructureError):
+    """The source ISO, on this host's disk, could not be read.
+
+    Not the tenant's image: the file Nova or the cache wrote is there but
+    the disk or the file system failed under it.
+    """
+
+    msg_fmt = ('Could not read the source ISO %(source)s on this host: '
+               '%(reason)s. Check the disk and the file system under it.')
+
+
 # -- XenServer / XCP-ng (XAPI) -----------------------------------------
 
 class _XapiCall(object):
@@ -355,7 +359,8 @@ class _XapiCall(object):
 
     def __init__(self, message=None, **kwargs):
         kwargs.setdefault('details', '')
-        super().__init__(message, **kwargs)
+        # The next class in the MRO is a NovaIpxeError (a mixin).
+        super().__init__(message, **kwargs)  # type: ignore[call-arg]
         self.call = kwargs.get('call')
         self.code = kwargs.get('code')
 
@@ -391,7 +396,8 @@ class XapiDeviceBusy(_XapiCall, OperatorError):
                '%(userdevice)s that nova-ipxe did not create; it was left '
                'alone.')
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: typing.Optional[str] = None,
+                 **kwargs: typing.Any) -> None:
         kwargs.setdefault('call', 'VBD.create')
         kwargs.setdefault('code', 'DEVICE_ALREADY_EXISTS')
         super().__init__(message, **kwargs)

@@ -551,8 +551,8 @@ class BaseIso:
 
     def __init__(self, data, source='ISO', max_size=None):
         if max_size is not None and len(data) > max_size:
-            raise exception.IsoTooLarge(source=source, size=len(data),
-                                        limit=max_size)
+            raise exception.ImageTooLarge(source=source, size=len(data),
+                                          limit=max_size)
         put = super().__setattr__
         put('source', source)
         put('data', memoryview(data).toreadonly())
@@ -1368,8 +1368,8 @@ def read_iso_file(path, max_size=None, name=None):
             raise exception.InvalidIso(
                 source=name, reason='it is not a regular file')
         if max_size is not None and info.st_size > max_size:
-            raise exception.IsoTooLarge(source=name, size=info.st_size,
-                                        limit=max_size)
+            raise exception.ImageTooLarge(source=name, size=info.st_size,
+                                          limit=max_size)
         data = _read_at_most(fd, None if max_size is None
                              else max_size + 1, info.st_size)
     except OSError as e:
@@ -1379,8 +1379,8 @@ def read_iso_file(path, max_size=None, name=None):
         os.close(fd)
     if max_size is not None and len(data) > max_size:
         # It grew after the size check.
-        raise exception.IsoTooLarge(source=name, size='more than %d'
-                                    % max_size, limit=max_size)
+        raise exception.ImageTooLarge(source=name, size='more than %d'
+                                      % max_size, limit=max_size)
     return data
 
 

@@ -11,7 +11,7 @@
 #    under the License.
 
 """Hostile iPXE binaries: bytes a tenant can put in an ISO to make
-reading capabilities expensive (issue 16's attack pass).
+reading capabilities expensive (a tenant's attack on the spawn path).
 
 Each builder starts from Debian bookworm's real ``ipxe.lkrn`` or
 ``ipxe.efi`` so that the file still passes the "is this iPXE" checks

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Every host name Nova makes from a server name boots (issue 16).
+"""Every host name Nova makes from a server name boots.
 
 Nova's own ``sanitize_hostname`` (what the API stores as
 ``instance.hostname``) against nova-ipxe's canonical form: the name is

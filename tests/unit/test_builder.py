@@ -17,13 +17,14 @@ import fixtures
 
 from nova_ipxe import builder
 from nova_ipxe import exception
+from nova_ipxe import iso
 from nova_ipxe import netdata
 from tests import base
 from tests import samples
 
 
 class StockOnFailureTestCase(base.TestCase):
-    """Issue 7.9: hostile network data always meets on_build_failure."""
+    """Hostile network data always meets on_build_failure."""
 
     def render(self, data):
         return builder.render_script(builder.Instance(network_data=data),
@@ -90,6 +91,71 @@ class StockOnFailureTestCase(base.TestCase):
                           'not an exception', self.conf)
 
 
+_REAL_LOCK = threading.Lock
+
+
+class _WatchedLock:
+    """A threading.Lock that tells its watcher who waits for whom.
+
+    It is a lock like any other; a thread that finds it held reports,
+    before it blocks, that it waits on this lock, whose ``owner`` says
+    which thread holds it.
+    """
+
+    def __init__(self, watcher):
+        self._lock = _REAL_LOCK()
+        self._watcher = watcher
+        self.owner = None
+
+    def acquire(self, blocking=True, timeout=-1):
+        me = threading.get_ident()
+        if not self._lock.acquire(False):
+            if not blocking:
+                return False
+            self._watcher.waiting(me, self)
+            if not self._lock.acquire(True, timeout):
+                return False
+        self.owner = me
+        self._watcher.waiting(me, None)
+        return True
+
+    def release(self):
+        self.owner = None
+        self._lock.release()
+
+    def locked(self):
+        return self._lock.locked()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class _Watcher:
+    """Which thread waits on which watched lock, for a condition wait."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.blocked_on = {}    # thread ident: the lock it waits for
+
+    def waiting(self, thread, lock):
+        with self.cond:
+            self.blocked_on[thread] = lock
+            self.cond.notify_all()
+
+    def lock(self):
+        return _WatchedLock(self)
+
+    def wait_for(self, predicate, what, timeout=60):
+        # The timeout only ends a test that went wrong; no outcome
+        # depends on how long anything took.
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise AssertionError('gave up waiting for %s' % what)
+
+
 class ParsedBasesTestCase(base.TestCase):
 
     def setUp(self):
@@ -100,39 +166,54 @@ class ParsedBasesTestCase(base.TestCase):
             self.trixie = f.read()
 
     def test_concurrent_misses_parse_once(self):
-        bases = builder.ParsedBases()
-        loads, missed = [], set()
-        arrived = threading.Condition()
+        # One thread reads and parses; three more ask for the same key
+        # while that is under way, and must wait for it rather than read
+        # and parse again.  Seen from outside: the reads, and which
+        # thread holds the lock each other thread blocks on.
+        watcher = _Watcher()
+        loads = []          # thread idents of the reads
         release = threading.Event()
-        real_cached = bases._cached
+        real = iso.read_iso_file
 
-        def cached(key):
-            got = real_cached(key)
-            if got is None:
-                with arrived:
-                    missed.add(threading.get_ident())
-                    arrived.notify_all()
-            return got
+        def read(path, max_size, name=None):
+            with watcher.cond:
+                loads.append(threading.get_ident())
+                watcher.cond.notify_all()
+            release.wait()
+            return real(path, max_size, name)
+        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso.read_iso_file',
+                                             read))
+        got = {}
 
-        def read():
-            loads.append(1)
-            # Hold the parse until every thread has missed the cache.
-            release.wait(60)
-            return self.bookworm
-        bases._cached = cached
-        got = []
-        threads = [threading.Thread(target=lambda: got.append(bases._get(
-            'k', read, 'ISO', self.conf))) for _ in range(4)]
-        for t in threads:
-            t.start()
-        with arrived:
-            self.assertTrue(arrived.wait_for(lambda: len(missed) == 4, 60))
-        release.set()
-        for t in threads:
-            t.join()
-        self.assertEqual(1, len(loads))
+        def get():
+            got[threading.get_ident()] = bases.get(
+                'k', samples.bookworm_iso(), self.conf)
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        with fixtures.MonkeyPatch('threading.Lock', watcher.lock):
+            bases = builder.ParsedBases()
+            threads[0].start()
+            watcher.wait_for(lambda: loads, 'the first read')
+            loader = loads[0]
+            for t in threads[1:]:
+                t.start()
+
+            def others_settled():
+                # Each other thread has either started a read of its own
+                # (a broken single flight) or blocks on a lock the
+                # reading thread holds.
+                return all(
+                    t.ident in loads or (
+                        watcher.blocked_on.get(t.ident) is not None
+                        and watcher.blocked_on[t.ident].owner == loader)
+                    for t in threads[1:])
+            watcher.wait_for(others_settled, 'the other threads to wait')
+            release.set()
+            for t in threads:
+                t.join()
+        self.assertEqual([loader], loads)
         self.assertEqual(4, len(got))
-        self.assertEqual(1, len({id(b.layout) for b in got}))
+        self.assertEqual(1, len({id(b.layout) for b in got.values()}))
+        self.assertEqual(1, len(bases))
 
     def test_a_failed_parse_is_not_kept(self):
         bases = builder.ParsedBases()

@@ -79,7 +79,7 @@ class ReadTestCase(base.TestCase):
                               'dns': True, 'vlan': False, 'ipv6': True},
                              c.summary)
             self.assertNotIn('vcreate', c.commands)
-            self.assertNotIn('poweroff', c.commands)  # DESIGN section 3
+            self.assertNotIn('poweroff', c.commands)  # contributor/ipxe.rst
             self.assertLessEqual({'imgfetch', 'imgexec', 'ifopen', 'ifclose',
                                   'set', 'isset', 'iseq', 'inc', 'goto',
                                   'sanboot', 'reboot', 'exit'}, c.commands)
@@ -307,7 +307,7 @@ class PerBootPathTestCase(base.TestCase):
 
 
 class WorkBudgetTestCase(base.TestCase):
-    """Issue 16: reading a hostile binary costs a bounded amount of work.
+    """Reading a hostile binary costs a bounded amount of work.
 
     The work is counted by the budget itself (bytes decoded, occurrences
     examined, bytes scanned and copied), not timed.
@@ -376,7 +376,7 @@ class WorkBudgetTestCase(base.TestCase):
 
 
 class TruncatedAndMutatedTestCase(base.TestCase):
-    """Issue 16: no parser of tenant bytes raises an untyped error."""
+    """No parser of tenant bytes raises an untyped error."""
 
     def setUp(self):
         super().setUp()

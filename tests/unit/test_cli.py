@@ -162,7 +162,7 @@ OBSOLETE_CONF = '[xenserver]\nipxe_mkisofs_cmd = mkisofs\n'
 
 
 class HostileCliTestCase(CliTestCase):
-    """Issue 7.3, 7.5, 7.6: the promises about the process."""
+    """The promises about the process."""
 
     def write(self, name, text):
         path = os.path.join(self.tmp, name)

@@ -32,7 +32,7 @@ class CanonicalHostnameTestCase(base.TestCase):
             self.assertEqual((want, None), identity.canonical_hostname(name))
 
     def test_latin1_names_nova_makes_are_carried(self):
-        # Nova 34: sanitize_hostname('Café 1') == 'café-1' (DESIGN 7d).
+        # Nova 34: sanitize_hostname('Café 1') == 'café-1'.
         self.assertEqual(('xn--caf-1-dsa', None),
                          identity.canonical_hostname('caf\u00e9-1'))
         for ch in LATIN1_WORD:

@@ -277,7 +277,7 @@ class MenuRunsOnceTestCase(base.TestCase):
 
 
 class CanonicalIdentityTestCase(base.TestCase):
-    """Issue 7.11: only canonical UUIDs and host names, never folded."""
+    """Only canonical UUIDs and host names, never folded."""
 
     def test_uuid_canonical_only(self):
         for value in ('+d4f8e1c2a3b4c5d6e7f8a9b0c1d2e3f',
