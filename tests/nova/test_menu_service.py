@@ -46,6 +46,7 @@ from testtools import content
 from nova_ipxe.menuservice import app
 from nova_ipxe.menuservice import conf as menu_conf
 from nova_ipxe.menuservice import nova as menu_nova
+from nova_ipxe.virt import release
 from tests.nova import libvirt_base
 from tools import bootlab
 
@@ -55,10 +56,14 @@ PUBKEY = ('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHv7Zk2w3xq1b2N0ZcJ6mVx2bQ0k'
           'E9hOe7m2l3yF5r4c tenant@example')
 DI_DIR = ('/usr/lib/debian-installer/images/12/amd64/text/'
           'debian-installer/amd64')
-# Power-on to the preseed fetch took 154 s on a loaded 2-core machine
+# Power-on to the preseed fetch took 90 to 154 s on a 2-core machine
 # (the 40 MB initrd, then the installer's own start); a timeout, not
 # an assertion.
 INSTALLER_TIMEOUT = 600
+# tools/run-tests.sh runs tests/nova on every supported release and once
+# more on Python 3.13: the installer boot, two minutes of TCG, runs once,
+# on the newest release with Python before 3.13.
+INSTALLER_RELEASE = max(release.RELEASES)
 
 
 class MenuServiceNovaTestCase(libvirt_base.IpxeLifecycleBase):
@@ -206,6 +211,11 @@ class MenuServiceNovaTestCase(libvirt_base.IpxeLifecycleBase):
         self.addCleanup(thread.kill)
 
     def test_the_debian_installer_fetches_its_preseed(self):
+        if (release.major(release.nova_version()) != INSTALLER_RELEASE
+                or sys.version_info >= (3, 13)):
+            self.skipTest('the installer boot runs once per test run: on '
+                          'Nova %d with Python before 3.13'
+                          % INSTALLER_RELEASE)
         bootlab.check_prerequisites(iso=True)
         if not os.path.isfile(os.path.join(DI_DIR, 'initrd.gz')):
             self.skipTest('debian-installer-12-netboot-amd64 is not '
