@@ -44,6 +44,7 @@ from nova_ipxe import identity
 from nova_ipxe.menuservice import conf as menu_conf
 from nova_ipxe.menuservice import nova as nova_mod
 from nova_ipxe.menuservice import profiles as profiles_mod
+from nova_ipxe import script
 from nova_ipxe import signature
 
 LOG = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ TOKEN_VERSION = 'nova-ipxe-menu-token-v1'
 _INSTALLER_RE = re.compile(r'/(preseed|key|done)/', re.ASCII)
 _TOKEN_RE = re.compile(
     r'/(preseed|key|done)/(%s)/([A-Za-z0-9._-]{1,64})/([0-9]{1,12})/'
-    r'([0-9a-f]{64})\Z' % signature._UUID_RE.pattern, re.ASCII)
+    r'([0-9a-f]{64})\Z' % script.UUID_RE.pattern, re.ASCII)
 _SHOWN_RE = re.compile(r'[^A-Za-z0-9 .,:=/_+@()-]')
 FALSE = ('false', '0', 'no', 'off')
 
@@ -75,8 +76,8 @@ def refusal_script(reason):
 
 def _token_sig(key, uuid, ip, kid, ts):
     text = '\n'.join((TOKEN_VERSION, uuid, ip, kid, str(ts)))
-    return hmac.new(signature._key_bytes(key), text.encode('utf-8'),
-                    hashlib.sha256).hexdigest()
+    key = key.encode('utf-8') if isinstance(key, str) else bytes(key)
+    return hmac.new(key, text.encode('utf-8'), hashlib.sha256).hexdigest()
 
 
 def _source(environ):
