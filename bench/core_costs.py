@@ -24,6 +24,7 @@ Run from the repository root with the project's Python::
 
     python bench/core_costs.py [--parses 20] [--builds 200]
     python bench/core_costs.py --code /path/to/other/checkout   # compare
+    python bench/core_costs.py --no-templates   # what templates buy
 """
 
 import argparse
@@ -65,13 +66,19 @@ def main():
     parser.add_argument('--builds', type=int, default=200)
     parser.add_argument('--code', default=REPO,
                         help='the checkout whose nova_ipxe to time')
+    parser.add_argument('--no-templates', action='store_true',
+                        help='build every ISO the long way (no template)')
     args = parser.parse_args()
     sys.path.insert(0, os.path.abspath(args.code))
     from nova_ipxe import iso
     logging.getLogger('nova_ipxe').setLevel(logging.ERROR)
+    if args.no_templates:
+        # "No template fits": each build assembles and writes in full.
+        iso.BaseIso._template = lambda self, script, uefi: None
     out = tempfile.mkdtemp(prefix='core-costs.')
-    print('nova_ipxe from %s; load average %s' % (
-        os.path.dirname(os.path.dirname(iso.__file__)),
+    print('nova_ipxe from %s%s; load average %s' % (
+        os.path.dirname(os.path.dirname(sys.modules['nova_ipxe'].__file__)),
+        ', no templates' if args.no_templates else '',
         ' '.join('%.2f' % x for x in os.getloadavg())))
     try:
         for name, path in ISOS:

@@ -16,7 +16,6 @@ This is the one entry point the CLI and the hypervisor drivers use; it
 reads the ``[ipxe]`` options and applies them in one place.
 """
 
-import collections
 import dataclasses
 import hashlib
 import threading
@@ -30,6 +29,7 @@ from nova_ipxe import exception
 from nova_ipxe import identity
 from nova_ipxe import image
 from nova_ipxe import iso
+from nova_ipxe import lru
 from nova_ipxe import menuurl
 from nova_ipxe import netdata
 from nova_ipxe import script
@@ -167,8 +167,9 @@ class ParsedBases:
     def __init__(self, max_bytes=None):
         self.max_bytes = max_bytes  # None: [ipxe] parsed_iso_memory
         self._digests = {}          # caller's key: SHA-256 of the bytes
-        self._bases = collections.OrderedDict()  # digest: BaseIso, LRU
-        self._lock = threading.Lock()
+        # digest: BaseIso, trimmed by its bytes (templates included)
+        self._bases = lru.Lru(weight=lambda base: base.nbytes)
+        self._lock = self._bases.lock   # for _bases and _digests at once
         self._loading = {}  # key: the lock of the one parse under way
 
     def _limit(self, conf):
@@ -179,21 +180,15 @@ class ParsedBases:
     @property
     def nbytes(self):
         """Bytes the kept parses hold (sources and templates)."""
-        with self._lock:
-            bases = list(self._bases.values())
-        return sum(base.nbytes for base in bases)
+        return sum(base.nbytes for base in self._bases.values())
 
     def __len__(self):
-        with self._lock:
-            return len(self._bases)
+        return len(self._bases)
 
     def _cached(self, key):
         with self._lock:
             digest = self._digests.get(key)
-            base = None if digest is None else self._bases.get(digest)
-            if base is not None:
-                self._bases.move_to_end(digest)
-            return base
+            return None if digest is None else self._bases.get(digest)
 
     def get(self, key, path, conf=CONF, name=None):
         """The parsed base of the file at ``path``."""
@@ -225,16 +220,13 @@ class ParsedBases:
 
     def _load(self, key, data, source, conf):
         digest = hashlib.sha256(data).digest()
-        with self._lock:
-            base = self._bases.get(digest)
+        base = self._bases.peek(digest)
         if base is None:
             base = iso.BaseIso(data, source=source,
                                max_size=conf.ipxe.max_iso_size)
         with self._lock:
             self._digests[key] = digest
-            self._bases[digest] = self._bases.get(digest, base)
-            self._bases.move_to_end(digest)
-            return self._bases[digest]
+            return self._bases.put(digest, base)
 
     def trim(self, conf=CONF):
         """Drop the least recently used parses beyond the byte bound.
@@ -245,15 +237,8 @@ class ParsedBases:
         """
         limit = self._limit(conf)
         with self._lock:
-            sizes = [(digest, base.nbytes)
-                     for digest, base in self._bases.items()]
-            total = sum(size for _, size in sizes)
-            for digest, size in sizes:   # oldest first
-                if total <= limit:
-                    break
-                del self._bases[digest]
-                total -= size
-            kept = set(self._bases)
+            self._bases.trim(limit)
+            kept = {digest for digest, _ in self._bases.items()}
             for key in [k for k, d in self._digests.items()
                         if d not in kept]:
                 del self._digests[key]

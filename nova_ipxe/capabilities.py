@@ -37,6 +37,7 @@ unknown, and nothing is refused on its account.
 """
 
 import dataclasses
+import hashlib
 import ipaddress
 import lzma
 import re
@@ -46,6 +47,7 @@ import urllib.parse
 from oslo_log import log as logging
 
 from nova_ipxe import exception
+from nova_ipxe import lru
 
 LOG = logging.getLogger(__name__)
 
@@ -271,6 +273,29 @@ def pe_image(data, budget=None):
     return fmt, bytes(image), base, ptr
 
 
+def pe_signed(data):
+    """Whether a PE image carries an Authenticode certificate table.
+
+    The table is data directory entry 4 (the security directory): a file
+    offset and a size, which must lie inside the file.  Anything that is
+    no PE, or whose headers run past its end, is unsigned.
+    """
+    data = bytes(data)
+    try:
+        pe = _pe_field(data, '<I', 0x3c)[0]
+        if data[:2] != b'MZ' or data[pe:pe + 4] != b'PE\0\0':
+            return False
+        opt = pe + 24
+        magic = _pe_field(data, '<H', opt)[0]
+        dirs = opt + (112 if magic == 0x20b else 96)
+        if _pe_field(data, '<I', dirs - 4)[0] <= 4:   # NumberOfRvaAndSizes
+            return False
+        offset, size = _pe_field(data, '<II', dirs + 4 * 8)
+    except _Unreadable:
+        return False
+    return size > 0 and offset + size <= len(data)
+
+
 # -- reading the tables ----------------------------------------------------
 
 class _Image:
@@ -437,6 +462,23 @@ def read(data, binary, budget=None):
                     'unknown.', exception.one_line(repr(binary)), e)
         return unknown(binary, str(e))
     return unknown(binary, 'no iPXE feature or command table found')
+
+
+# Capabilities by the binary's SHA-256: tenants upload the same stock ISO
+# as many images, and reading a binary (LZMA, table scans) takes tens of
+# milliseconds where hashing it takes one.
+_CACHE = lru.Lru(16)
+
+
+def read_cached(data, binary):
+    """:func:`read`, once per distinct binary in the process."""
+    key = hashlib.sha256(data).digest()
+    caps = _CACHE.get(key)
+    if caps is None:
+        caps = _CACHE.put(key, read(data, binary))
+    # The same bytes may have another name in another ISO.
+    return caps if caps.binary == binary else dataclasses.replace(
+        caps, binary=binary)
 
 
 # -- what a build needs ----------------------------------------------------

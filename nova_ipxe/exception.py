@@ -76,6 +76,21 @@ def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
     return text
 
 
+def shown(text: object, limit: int = 4096) -> str:
+    """``text`` safe for a terminal: :func:`one_line`, and no odd spaces.
+
+    What one_line leaves that is not printable (spaces other than ' ',
+    such as U+00A0) is escaped too: a name from inside an ISO, shown in
+    a listing, must not look like two names.
+    """
+    text = one_line(text, limit=limit)
+    if text.isprintable():
+        return text
+    return ''.join(c if c.isprintable() or c == ' ' else
+                   '\\u%04x' % ord(c) if ord(c) < 0x10000 else
+                   '\\U%08x' % ord(c) for c in text)
+
+
 def show(value: object, limit: int = 64) -> str:
     """A bounded, printable rendering of an untrusted value.
 
@@ -217,7 +232,8 @@ class InvalidNetworkData(TenantError):
 
 
 class InvalidScriptValue(TenantError):
-    msg_fmt = ('Refusing %(what)s %(value)r for the iPXE script: '
+    # value: shown (show()) by the caller, bounded and escaped.
+    msg_fmt = ('Refusing %(what)s %(value)s for the iPXE script: '
                '%(reason)s.')
     safe_fmt = msg_fmt
 

@@ -101,9 +101,6 @@ class NetworkConfig:
                 self.dns6[0] if self.dns6 else None)
 
 
-_show = exception.show
-
-
 def _fail(field, reason):
     raise exception.InvalidNetworkData(field=field, reason=reason)
 
@@ -118,7 +115,7 @@ def _pairs(pairs):
     for key, value in pairs:
         if key in obj:
             raise _Refused('the key %s appears twice in one object'
-                           % _show(key))
+                           % exception.show(key))
         obj[key] = value
     return obj
 
@@ -175,7 +172,7 @@ def _path(entry):
             parts.append('[%d]' % key)
         else:
             parts.append('.' + (key if _KEY_RE.fullmatch(key)
-                                else '[%s]' % _show(key)))
+                                else '[%s]' % exception.show(key)))
         entry = entry[2]
     return ''.join(reversed(parts)).lstrip('.') or 'network_data'
 
@@ -206,7 +203,7 @@ def check_shape(data):
                           'string' % type(key).__name__)
                 if len(key) > MAX_STRING:
                     _fail(_path(entry), 'a key is longer than %d '
-                          'characters: %s' % (MAX_STRING, _show(key)))
+                          'characters: %s' % (MAX_STRING, exception.show(key)))
                 stack.append((item, depth + 1, entry, key))
         elif isinstance(value, (list, tuple)):
             stack.extend((item, depth + 1, entry, i)
@@ -214,7 +211,7 @@ def check_shape(data):
         elif isinstance(value, str):
             if len(value) > MAX_STRING:
                 _fail(_path(entry), 'longer than %d characters: %s'
-                      % (MAX_STRING, _show(value)))
+                      % (MAX_STRING, exception.show(value)))
         elif not (value is None or isinstance(value, (bool, int, float))):
             _fail(_path(entry), 'a %s is not a JSON value'
                   % type(value).__name__)
@@ -222,7 +219,7 @@ def check_shape(data):
 
 def _list(value, field, limit):
     if not isinstance(value, list):
-        _fail(field, 'expected a list, got %s' % _show(value))
+        _fail(field, 'expected a list, got %s' % exception.show(value))
     if len(value) > limit:
         _fail(field, 'more than %d entries (%d)' % (limit, len(value)))
     return value
@@ -249,7 +246,7 @@ def parse_mac(value, field):
     if (not isinstance(value, str) or not value.isascii()
             or not MAC_RE.fullmatch(value.lower())):
         _fail(field, 'not a MAC address (want xx:xx:xx:xx:xx:xx): %s'
-              % _show(value))
+              % exception.show(value))
     mac = value.lower()
     if int(mac[:2], 16) & 1:
         _fail(field, 'a multicast MAC cannot be a NIC address: %s' % mac)
@@ -269,17 +266,17 @@ def _parse_ip(value, version, field):
               % (family, type(value).__name__))
     if not value.isascii() or '%' in value:
         _fail(field, 'not an %s iPXE can use (zone ids and non-ASCII '
-              'characters are refused): %s' % (family, _show(value)))
+              'characters are refused): %s' % (family, exception.show(value)))
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        _fail(field, 'not an IP address: %s' % _show(value))
+        _fail(field, 'not an IP address: %s' % exception.show(value))
     if version and address.version != version:
         _fail(field, 'expected an IPv%d address, got %s'
-              % (version, _show(value)))
+              % (version, exception.show(value)))
     if address.version == 6 and address.ipv4_mapped:
         _fail(field, 'an IPv4-mapped address cannot be set in iPXE: %s'
-              % _show(value))
+              % exception.show(value))
     return address
 
 
@@ -288,7 +285,8 @@ def _parse_prefix(netmask, version, field):
     bits = 32 if version == 4 else 128
     if isinstance(netmask, int) and not isinstance(netmask, bool):
         if not 0 <= netmask <= bits:
-            _fail(field, 'prefix length %s out of range' % _show(netmask))
+            _fail(field, 'prefix length %s out of range'
+                  % exception.show(netmask))
         prefix = netmask
     elif isinstance(netmask, str) and PREFIX_RE.fullmatch(netmask):
         # ASCII digits only: str.isdigit() is also true for "²".
@@ -304,10 +302,10 @@ def _parse_prefix(netmask, version, field):
         inverted = ~value & ((1 << bits) - 1)
         if value < 0 or inverted & (inverted + 1):
             _fail(field, 'not a valid IPv%d netmask: %s'
-                  % (version, _show(netmask)))
+                  % (version, exception.show(netmask)))
         prefix = bits - inverted.bit_length()
     else:
-        _fail(field, 'expected a netmask, got %s' % _show(netmask))
+        _fail(field, 'expected a netmask, got %s' % exception.show(netmask))
     if not 0 <= prefix <= bits:
         _fail(field, 'prefix length %d out of range' % prefix)
     return prefix
@@ -405,11 +403,12 @@ def parse(data, network_names=None):
             _fail(field, 'expected an object')
         link_id = _get(link, 'id', field, str)
         if link_id in nics or link_id in skipped_links:
-            _fail(field + '.id', 'duplicate link id %s' % _show(link_id))
+            _fail(field + '.id',
+                  'duplicate link id %s' % exception.show(link_id))
         link_type = link.get('type', 'phy')
         if link_type in UNSUPPORTED_LINK_TYPES:
             LOG.warning('%s: %s link %s cannot be configured by iPXE; '
-                        'skipped', field, link_type, _show(link_id))
+                        'skipped', field, link_type, exception.show(link_id))
             skipped_links.add(link_id)
             continue
         mac = parse_mac(link.get('ethernet_mac_address'),
@@ -423,7 +422,7 @@ def parse(data, network_names=None):
             if (not isinstance(mtu, int) or isinstance(mtu, bool)
                     or not 68 <= mtu <= 65535):
                 _fail(field + '.mtu', 'expected an integer 68..65535, got '
-                      '%s' % _show(mtu))
+                      '%s' % exception.show(mtu))
         nics[link_id] = Nic(link_id=link_id, mac=mac, mtu=mtu)
 
     dns4, dns6, seen_dns = [], [], set()
@@ -436,11 +435,12 @@ def parse(data, network_names=None):
             continue
         nic = nics.get(link_id)
         if nic is None:
-            _fail(field + '.link', 'no link with id %s' % _show(link_id))
+            _fail(field + '.link',
+                  'no link with id %s' % exception.show(link_id))
         net_type = _get(network, 'type', field, str)
         if net_type not in NETWORK_TYPES:
             _fail(field + '.type', 'unknown network type %s (known: %s)'
-                  % (_show(net_type), ', '.join(NETWORK_TYPES)))
+                  % (exception.show(net_type), ', '.join(NETWORK_TYPES)))
         network_id = _get(network, 'network_id', field, str,
                           required=False)
         if network_id:
@@ -504,7 +504,7 @@ def select_menu_nic(config, menu_network=None):
                           for n in nic.network_ids + nic.network_names})
         raise exception.MenuNetworkNotFound(
             network=menu_network,
-            present=', '.join(map(_show, present)) or 'none')
+            present=', '.join(map(exception.show, present)) or 'none')
     for test in (lambda n: n.ipv4 and n.gateway4,
                  lambda n: n.ipv6 and n.gateway6,
                  lambda n: n.dhcp4,

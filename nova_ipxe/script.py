@@ -62,8 +62,9 @@ class ChainPolicy:
 def check_token(value, what, allow_settings=False):
     """Return ``value`` if it is safe as one iPXE token, else raise."""
     def bad(reason):
-        raise exception.InvalidScriptValue(what=what, value=value,
-                                           reason=reason)
+        raise exception.InvalidScriptValue(
+            what=what, value=exception.show(value, exception.MAX_MESSAGE),
+            reason=reason)
     if not isinstance(value, str) or not value:
         bad('empty or not a string')
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7f
@@ -84,13 +85,6 @@ def check_token(value, what, allow_settings=False):
     return value
 
 
-def _shown(value):
-    """A bounded value for an error message (a tenant may send 1 MB)."""
-    if isinstance(value, str) and len(value) > 80:
-        return value[:80] + '...'
-    return value if isinstance(value, str) else type(value).__name__
-
-
 def check_hostname(hostname):
     """RFC 1123 host name, ASCII only; ``None`` stays ``None``.
 
@@ -106,7 +100,7 @@ def check_hostname(hostname):
             or not all(HOSTNAME_LABEL_RE.fullmatch(label)
                        for label in hostname.lower().split('.'))):
         raise exception.InvalidScriptValue(
-            what='hostname', value=_shown(hostname),
+            what='hostname', value=exception.show(hostname, 80),
             reason='not an RFC 1123 host name (ASCII letters, digits, '
                    'hyphens, dot-separated labels of at most 63 '
                    'characters)')
@@ -126,7 +120,7 @@ def check_uuid(value):
     if not isinstance(text, str) or not text.isascii() or (
             not UUID_RE.fullmatch(text.lower())):
         raise exception.InvalidScriptValue(
-            what='instance UUID', value=_shown(value),
+            what='instance UUID', value=exception.show(value, 80),
             reason='not a UUID in canonical form '
                    '(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)')
     return text.lower()
@@ -137,7 +131,7 @@ def _check_address(value):
     text = str(value)
     if not ADDRESS_RE[value.version].fullmatch(text):
         raise exception.InvalidScriptValue(
-            what='IP address', value=_shown(text),
+            what='IP address', value=exception.show(text, 80),
             reason='not in a form iPXE can parse')
     return text
 
@@ -161,7 +155,8 @@ class _Writer:
         text = '\n'.join(self.lines) + '\n'
         if len(text) > MAX_SCRIPT_BYTES:
             raise exception.InvalidScriptValue(
-                what='the iPXE script', value='%d bytes' % len(text),
+                what='the iPXE script',
+                value=exception.show('%d bytes' % len(text)),
                 reason='longer than %d bytes; the network data has too '
                        'many NICs' % MAX_SCRIPT_BYTES)
         return text

@@ -71,6 +71,7 @@ URL_RE = re.compile(r"^(https?|tftp)://[A-Za-z0-9\-._~:/?\[\]@!&'()*+,;=%]"
                     r"*(\$\{[A-Za-z0-9_./:-]{1,64}\}[A-Za-z0-9\-._~:/?\[\]@!"
                     r"&'()*+,;=%]*)*$")
 CFG_REF_RE = re.compile(r'^/?[A-Za-z0-9._+~/-]{1,255}$')
+# nova_ipxe.isolinux's search path, repeated: this file runs alone in dom0.
 CFG_DIRS = ('/boot/isolinux', '/isolinux', '/boot/syslinux', '/syslinux',
             '/')
 SCRIPT_ISO_PATH, SCRIPT_NAME = '/NIPXE.IPX;1', 'nipxe.ipx'
@@ -384,6 +385,8 @@ class IsoLayout(object):
         raise InvalidIso('no isolinux.cfg')
 
     def _kernel_ref(self, text):
+        # nova_ipxe.isolinux.kernel_ref's reading, repeated: dom0 has only
+        # this file (Python 3.6, no nova_ipxe), so it cannot import it.
         default, labels, current, first = None, {}, None, None
         for raw in text.splitlines():
             words = raw.strip().split(None, 1)

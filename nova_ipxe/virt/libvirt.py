@@ -45,7 +45,6 @@ their signatures per release are in :mod:`nova_ipxe.virt.release`):
 
 import copy
 import os
-import struct
 
 from nova import block_device
 from nova.compute import task_states
@@ -64,8 +63,8 @@ from oslo_utils import units
 
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
-from nova_ipxe import esp
 from nova_ipxe import exception
+from nova_ipxe import iso
 from nova_ipxe import menuurl
 from nova_ipxe.virt import errors
 from nova_ipxe.virt import instance as ipxe_instance
@@ -112,47 +111,6 @@ def left_menu(instance):
     value = (instance.metadata or {}).get(BOOT_KEY)
     return value is not None and not strutils.bool_from_string(
         value, default=True)
-
-
-def pe_signed(data):
-    """Whether a PE image carries an Authenticode certificate table."""
-    data = bytes(data)
-    try:
-        pe = struct.unpack_from('<I', data, 0x3c)[0]
-        if data[:2] != b'MZ' or data[pe:pe + 4] != b'PE\0\0':
-            return False
-        opt = pe + 24
-        magic = struct.unpack_from('<H', data, opt)[0]
-        dirs = opt + (112 if magic == 0x20b else 96)
-        count = struct.unpack_from('<I', data, dirs - 4)[0]
-        if count <= 4:
-            return False
-        offset, size = struct.unpack_from('<II', data, dirs + 4 * 8)
-    except struct.error:
-        return False
-    return size > 0 and offset + size <= len(data)
-
-
-def efi_loader_signed(base):
-    """The ISO's UEFI iPXE loader is signed (Secure Boot can run it)."""
-    if base.efi is None or not base.efi.loader:
-        return False
-    try:
-        fat = esp.FatImage(base.file_bytes(base.efi.image),
-                           base.efi.image.path, writable=False)
-        return pe_signed(fat.read_file(base.efi.loader) or b'')
-    except exception.NovaIpxeError:
-        return False
-
-
-def _is_iso(path):
-    """An ISO 9660 image (its first volume descriptor), not a placeholder."""
-    try:
-        with open(path, 'rb') as f:
-            f.seek(16 * 2048 + 1)
-            return f.read(5) == b'CD001'
-    except OSError:
-        return False
 
 
 class LibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -378,7 +336,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             base = builder.PARSED_BASES.get(
                 ('nova', image_id, st.st_ino, st.st_size), base_path, CONF,
                 name='image %s' % image_id)
-            if secure_boot and not efi_loader_signed(base):
+            if secure_boot and not base.efi_loader_signed():
                 raise exception.UnsupportedIso(
                     source='image %s' % image_id,
                     reason='os_secure_boot is required and its UEFI iPXE '
@@ -412,7 +370,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         ISO built before (only network changes since are missing), or,
         with none (a new host), boots its own disk without the CD.
         """
-        if _is_iso(output):
+        if iso.is_iso_file(output):
             LOG.warning('nova-ipxe: %s: keeping the ISO built before, %s; '
                         'network changes since then are not in it', why,
                         output, instance=instance)

@@ -16,7 +16,6 @@ import importlib
 import importlib.metadata
 import inspect
 import os
-import subprocess
 
 import fixtures
 import nova
@@ -199,36 +198,6 @@ class OverridesTestCase(testtools.TestCase):
         # override calling super() would recurse (see nova_upstream).
         self.assertIs(libvirt_driver.LibvirtDriver._get_guest_config,
                       libvirt.LibvirtDriver._get_guest_config)
-
-    def test_pe_signature_detection(self):
-        # Real Authenticode signatures, made by osslsigncode (not by the
-        # layout the code reads), on a PE32+ (trixie's x86_64 ipxe.efi)
-        # and a PE32 (pip's 32-bit Windows launcher): the two optional
-        # header sizes the certificate table is found behind.
-        import pip._vendor.distlib as distlib
-        from tests import samples
-        tmp = self.useFixture(fixtures.TempDir()).path
-        cert, key = samples.self_signed_cert(tmp)
-        pe32 = os.path.join(os.path.dirname(distlib.__file__), 't32.exe')
-        with open(pe32, 'rb') as f:
-            pe32 = f.read()
-        for name, data in (('PE32+', samples.trixie_file('ipxe.efi')),
-                           ('PE32', pe32)):
-            unsigned = os.path.join(tmp, name + '.unsigned')
-            signed = os.path.join(tmp, name + '.signed')
-            with open(unsigned, 'wb') as f:
-                f.write(data)
-            subprocess.run([samples.require_tool('osslsigncode'), 'sign',
-                            '-certs', cert, '-key', key, '-in', unsigned,
-                            '-out', signed], check=True,
-                           capture_output=True)
-            with open(signed, 'rb') as f:
-                signed = f.read()
-            self.assertFalse(libvirt.pe_signed(data), name)
-            self.assertTrue(libvirt.pe_signed(signed), name)
-            # A table that runs past the end of the file is no signature.
-            self.assertFalse(libvirt.pe_signed(signed[:-16]), name)
-        self.assertFalse(libvirt.pe_signed(b'MZ' + b'\0' * 10))
 
 
 class PackagingTestCase(testtools.TestCase):

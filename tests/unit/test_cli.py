@@ -144,7 +144,7 @@ class CliTestCase(base.TestCase):
 # Runs the CLI with pycdlib's writer stalled after its first bytes, so
 # that a signal arrives while the temp file is half written.
 # Stalls where a build writes the output file: a build patches its script
-# into the base's template (see nova_ipxe.iso._Template).
+# into the base's template (see nova_ipxe.iso.template.Template).
 STALLED_WRITE = '''
 import os, sys, time
 from nova_ipxe import iso
@@ -153,7 +153,7 @@ def write(self, fp, *args, **kwargs):
     fp.flush()
     open(os.environ["NIPXE_WRITING"], "w").close()
     time.sleep(120)
-iso._Template.write = write
+iso.template.Template.write = write
 from nova_ipxe import cli
 sys.exit(cli.main(sys.argv[1:]))
 '''

@@ -195,3 +195,28 @@ class MessageTestCase(base.TestCase):
         self.assertEqual('a list', exception.show([[[]]]))
         self.assertEqual("'%s...'" % ('a' * 64), exception.show('a' * 100))
         self.assertEqual("'a\\nb'", exception.show('a\nb'))
+
+
+class ShownTestCase(base.TestCase):
+    """shown(): one_line() for names listed on a terminal."""
+
+    def test_hidden_characters_escaped_like_one_line(self):
+        self.assertEqual('a\\x1b[2Jb', exception.shown('a\x1b[2Jb'))
+        self.assertEqual('evil\\u202etxt', exception.shown('evil\u202etxt'))
+        self.assertEqual('a\\x0ab', exception.shown('a\nb'))
+
+    def test_odd_spaces_escaped_plain_space_kept(self):
+        # one_line leaves these (they are visible); a listing must not.
+        self.assertEqual('a\u00a0b', exception.one_line('a\u00a0b'))
+        self.assertEqual('a\\u00a0b c\\u3000d',
+                         exception.shown('a\u00a0b c\u3000d'))
+
+    def test_printable_text_unchanged_and_bounded(self):
+        self.assertEqual('ISOLINUX/ipxe.krn',
+                         exception.shown('ISOLINUX/ipxe.krn'))
+        self.assertEqual(4096, len(exception.shown('x' * 10000)))
+        self.assertEqual(10, len(exception.shown('x' * 20, limit=10)))
+
+    @hypothesis.given(st.text())
+    def test_always_printable(self, text):
+        self.assertTrue(exception.shown(text).isprintable())

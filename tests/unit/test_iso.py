@@ -29,9 +29,11 @@ import hypothesis
 from hypothesis import strategies as st
 import pycdlib
 
+from nova_ipxe import capabilities
 from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import iso
+from nova_ipxe import lru
 from tests import base
 from tests import samples
 
@@ -173,7 +175,7 @@ class IsoTestCase(base.TestCase):
         base_iso = iso.BaseIso.from_path(samples.trixie_iso())
         outs = [base_iso.build_bytes(SCRIPT)[0] for _ in range(3)]
         self.assertIsInstance(base_iso._template(SCRIPT, 'auto'),
-                              iso._Template)
+                              iso.template.Template)
         self.assertEqual(3, len({out[440:444] for out in outs}))
         for out in outs:
             backup = int.from_bytes(out[544:552], 'little') * 512
@@ -331,7 +333,8 @@ class BootInfoChecksumTestCase(base.TestCase):
     def test_fast_checksum_matches_pycdlib(self):
         # Our builds' pycdlib replaces pycdlib's per-word Python loop; the
         # sum must stay identical, padding of a partial sector included.
-        self.assertIs(iso._boot_info_table_csum, iso._Cdlib.__dict__[
+        csum = iso.cdlib._boot_info_table_csum
+        self.assertIs(csum, iso.cdlib.Cdlib.__dict__[
             '_calculate_eltorito_boot_info_table_csum'])
         isolinux, _, _ = samples.bookworm_parts()
 
@@ -347,7 +350,7 @@ class BootInfoChecksumTestCase(base.TestCase):
             return total
         for length in (len(isolinux), len(isolinux) - 3, 100, 2048, 2049):
             data = isolinux[:length]
-            self.assertEqual(slow(data, length), iso._boot_info_table_csum(
+            self.assertEqual(slow(data, length), csum(
                 Fake(), io.BytesIO(data), length))
 
     def test_plain_pycdlib_untouched(self):
@@ -357,13 +360,13 @@ class BootInfoChecksumTestCase(base.TestCase):
         method = pycdlib.PyCdlib.__dict__[
             '_calculate_eltorito_boot_info_table_csum']
         self.assertEqual('pycdlib.pycdlib', method.__module__)
-        self.assertIsNot(iso._boot_info_table_csum, method)
+        self.assertIsNot(iso.cdlib._boot_info_table_csum, method)
         self.assertNotIn('_calculate_eltorito_boot_info_table_csum',
                          vars(pycdlib.pycdlib.PyCdlib).get('__slots__', ()))
         # And a plain pycdlib writes the same boot info table as ours.
         isolinux, _, _ = samples.bookworm_parts()
         images = []
-        for cls in (pycdlib.PyCdlib, iso._Cdlib):
+        for cls in (pycdlib.PyCdlib, iso.cdlib.Cdlib):
             new = cls()
             new.new(interchange_level=3)
             new.add_fp(io.BytesIO(isolinux), len(isolinux), '/ISOLINUX.BIN;1')
@@ -464,15 +467,15 @@ class HostileIsoTestCase(base.TestCase):
 
     def test_too_many_entries(self):
         def many(new):
-            for i in range(iso.MAX_ENTRIES):
+            for i in range(iso.structure.MAX_ENTRIES):
                 new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
                            rr_name='f%d' % i)
         self.assertInvalid(boot_iso(many), 'more than %d files'
-                           % iso.MAX_ENTRIES)
+                           % iso.structure.MAX_ENTRIES)
 
     def test_entries_at_the_limit_build(self):
         def many(new):
-            for i in range(iso.MAX_ENTRIES - 10):
+            for i in range(iso.structure.MAX_ENTRIES - 10):
                 new.add_fp(io.BytesIO(b''), 0, '/F%d.;1' % i,
                            rr_name='f%d' % i, joliet_path='/f%d' % i)
         out, result = iso.BaseIso(boot_iso(many), 'x').build_bytes(SCRIPT)
@@ -481,11 +484,11 @@ class HostileIsoTestCase(base.TestCase):
     def test_too_deep(self):
         def deep(new):
             path = ''
-            for i in range(iso.MAX_DEPTH + 1):
+            for i in range(iso.structure.MAX_DEPTH + 1):
                 path += '/D%d' % i
                 new.add_directory(path)
         data = boot_iso(deep, rock_ridge=False, interchange_level=4)
-        self.assertInvalid(data, 'deeper than %d' % iso.MAX_DEPTH)
+        self.assertInvalid(data, 'deeper than %d' % iso.structure.MAX_DEPTH)
 
     def test_directory_loop(self):
         def sub(new):
@@ -519,7 +522,7 @@ class HostileIsoTestCase(base.TestCase):
         catalog = int.from_bytes(data[17 * 2048 + 71:17 * 2048 + 75],
                                  'little')
         start = catalog * 2048 + 64
-        for at in range(start, start + iso.MAX_CATALOG, 32):
+        for at in range(start, start + iso.structure.MAX_CATALOG, 32):
             data[at:at + 32] = b'\x88' + b'\x01' * 31
         self.assertInvalid(bytes(data), 'boot catalog does not end')
 
@@ -545,7 +548,7 @@ class HostileIsoTestCase(base.TestCase):
         data = bytearray(boot_iso())
         pvd = data[16 * 2048:17 * 2048]
         # Every sector after the PVD another descriptor, no terminator.
-        for sector in range(17, 17 + iso.MAX_DESCRIPTORS):
+        for sector in range(17, 17 + iso.structure.MAX_DESCRIPTORS):
             data[sector * 2048:(sector + 1) * 2048] = pvd
         self.assertInvalid(bytes(data), 'no volume descriptor terminator')
 
@@ -559,13 +562,13 @@ class HostileIsoTestCase(base.TestCase):
 
     def test_reads_at_most_max_size(self):
         calls = []
-        real = iso._read_at_most
+        real = iso.fileio.read_at_most
 
         def spy(fd, limit, *args):
             calls.append(limit)
             return real(fd, limit, *args)
-        self.useFixture(fixtures.MonkeyPatch('nova_ipxe.iso._read_at_most',
-                                             spy))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_ipxe.iso.fileio.read_at_most', spy))
         limit = os.path.getsize(samples.bookworm_iso()) + 10
         iso.BaseIso.from_path(samples.bookworm_iso(), max_size=limit)
         self.assertEqual([limit + 1], calls)
@@ -646,7 +649,7 @@ class HostileIsoTestCase(base.TestCase):
     def test_output_bounded_while_writing(self):
         base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
+            'nova_ipxe.iso.base.OUTPUT_SLACK', -len(base_iso.data)))
         out = os.path.join(self.tmp, 'out.iso')
         self.assertRaises(exception.InvalidIso, base_iso.build, SCRIPT, out)
         self.assertEqual([], os.listdir(self.tmp))
@@ -657,7 +660,7 @@ class HostileIsoTestCase(base.TestCase):
         for method in ('add_fp', 'write_fp'):
             def trip(*args, **kwargs):
                 raise struct.error('ushort format requires 0 <= number')
-            with fixtures.MonkeyPatch('nova_ipxe.iso._Cdlib.' + method,
+            with fixtures.MonkeyPatch('nova_ipxe.iso.cdlib.Cdlib.' + method,
                                       trip):
                 e = self.assertRaises(exception.InvalidIso, base_iso.build,
                                       SCRIPT, out)
@@ -691,7 +694,7 @@ class TemplateCase(base.TestCase):
         base_iso.build_bytes(self.script(len(script), b'exit 1\n'),
                              uefi=uefi)
         self.assertIsInstance(base_iso._template(script, uefi),
-                              iso._Template)
+                              iso.template.Template)
         patched, result = base_iso.build_bytes(script, uefi=uefi)
         full, full_result = base_iso._full_bytes(script, uefi=uefi)
         self.assertEqual(full_result, result)
@@ -764,7 +767,8 @@ class TemplateTestCase(TemplateCase):
                 self.assertEqual(script,
                                  fat.read_file('/EFI/BOOT/autoexec.ipxe'))
             # One template per size class in use, at most MAX_TEMPLATES.
-            self.assertEqual(iso.MAX_TEMPLATES, len(base_iso._templates))
+            self.assertEqual(iso.template.MAX_TEMPLATES,
+                             len(base_iso._templates))
 
     def test_file_output_is_the_bytes(self):
         base_iso = iso.BaseIso.from_path(samples.trixie_iso())
@@ -783,28 +787,28 @@ class TemplateTestCase(TemplateCase):
 
     def test_long_script_built_the_long_way(self):
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.iso.MAX_TEMPLATE_SCRIPT', 4096))
+            'nova_ipxe.iso.template.MAX_TEMPLATE_SCRIPT', 4096))
         base_iso = iso.BaseIso.from_path(samples.trixie_iso())
         script = self.script(5000)
         self.assertIsNone(base_iso._template(script, 'auto'))
         out, result = base_iso.build_bytes(script)
         self.assertTrue(result.uefi)
-        self.assertEqual({}, dict(base_iso._templates))
+        self.assertEqual({}, dict(base_iso._templates.items()))
         rebuilt = iso.BaseIso(out, 'out.iso')
         self.assertEqual(script, bytes(rebuilt.file_bytes(
             rebuilt.lookup('/nipxe.ipx'))))
 
     def test_unmapped_template_falls_back(self):
         def refuse(*args):
-            raise iso._NoTemplate('refused')
+            raise iso.template.NoTemplate('refused')
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.iso._Template.map', refuse))
+            'nova_ipxe.iso.template.Template.map', refuse))
         logger = self.useFixture(fixtures.FakeLogger(level='DEBUG'))
         base_iso = iso.BaseIso.from_path(samples.trixie_iso())
         out, _ = base_iso.build_bytes(SCRIPT)
         self.assertEqual(base_iso._full_bytes(SCRIPT)[0], out)
         self.assertEqual([None], list(base_iso._templates.values()))
-        self.assertIn('no build template (_NoTemplate: refused)',
+        self.assertIn('no build template (NoTemplate: refused)',
                       logger.output)
 
     def test_map_refuses_an_incomplete_placeholder(self):
@@ -817,7 +821,8 @@ class TemplateTestCase(TemplateCase):
         efi = (base_iso.efi.image, ['/autoexec.ipxe'])
         slot = 2048
         # As made, it maps to the same sites.
-        again = iso._Template.map(data, nonce, slot, template.result, efi)
+        again = iso.template.Template.map(data, nonce, slot,
+                                          template.result, efi)
         self.assertEqual(template.data_sites, again.data_sites)
         self.assertEqual(template.le_sites, again.le_sites)
         site = template.data_sites[0][0]
@@ -835,19 +840,21 @@ class TemplateTestCase(TemplateCase):
         }
         for name, (at, junk) in cases.items():
             bad = data[:at] + junk + data[at + len(junk):]
-            self.assertRaises(iso._NoTemplate, iso._Template.map, bad,
+            self.assertRaises(iso.template.NoTemplate,
+                              iso.template.Template.map, bad,
                               nonce, slot, template.result, efi)
         # No size for a copy in the FAT image: no EFI image to look in.
-        self.assertRaises(iso._NoTemplate, iso._Template.map, data, nonce,
+        self.assertRaises(iso.template.NoTemplate,
+                          iso.template.Template.map, data, nonce,
                           slot, template.result, None)
 
     def test_output_bounded_with_a_template(self):
         base_iso = iso.BaseIso.from_path(samples.bookworm_iso())
         base_iso.build_bytes(SCRIPT)
         self.assertIsInstance(base_iso._template(SCRIPT, 'auto'),
-                              iso._Template)
+                              iso.template.Template)
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.iso.OUTPUT_SLACK', -len(base_iso.data)))
+            'nova_ipxe.iso.base.OUTPUT_SLACK', -len(base_iso.data)))
         out = os.path.join(self.tmp, 'out.iso')
         self.assertRaises(exception.InvalidIso, base_iso.build, SCRIPT, out)
         self.assertEqual([], os.listdir(self.tmp))
@@ -892,15 +899,15 @@ class ImmutableBaseTestCase(base.TestCase):
         # Bases of the same bytes (two Glance images of one stock ISO)
         # share the reading; the name stays each ISO's own.
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.iso._CAPS_CACHE', collections.OrderedDict()))
+            'nova_ipxe.capabilities._CACHE', lru.Lru(16)))
         reads = []
-        real = iso.ipxe_caps.read
+        real = capabilities.read
 
         def counted(data, binary):
             reads.append(binary)
             return real(data, binary)
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ipxe.iso.ipxe_caps.read', counted))
+            'nova_ipxe.capabilities.read', counted))
         with open(samples.trixie_iso(), 'rb') as f:
             data = f.read()
         first = iso.BaseIso(data, 'image 1').capabilities()
@@ -1129,3 +1136,30 @@ class TemplatePropertyTestCase(TemplateCase):
 def _text(text):
     from testtools import content
     return content.text_content(text)
+
+
+class IsIsoFileTestCase(base.TestCase):
+    """is_iso_file: an ISO a build wrote, or what Nova left in its place."""
+
+    def write(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, 'wb') as f:
+            f.write(data)
+        return path
+
+    def test_iso_images(self):
+        self.assertTrue(iso.is_iso_file(samples.bookworm_iso()))
+        # The tag alone: 16 sectors of system area, then "\x01CD001".
+        self.assertTrue(iso.is_iso_file(self.write(
+            'tag.iso', bytes(16 * 2048) + b'\x01CD001')))
+
+    def test_placeholders(self):
+        self.assertFalse(iso.is_iso_file(self.write(
+            'zeros', bytes(64 * 1024))))
+        self.assertFalse(iso.is_iso_file(self.write('empty', b'')))
+        self.assertFalse(iso.is_iso_file(self.write(
+            'short', bytes(16 * 2048) + b'\x01CD0')))
+        self.assertFalse(iso.is_iso_file(self.write(
+            'shifted', bytes(16 * 2048) + b'CD001')))
+        self.assertFalse(iso.is_iso_file(os.path.join(self.tmp, 'none')))
+        self.assertFalse(iso.is_iso_file(self.tmp))
