@@ -6,7 +6,11 @@
 # installs nova-ipxe into devstack's Python, sets compute_driver and the
 # [ipxe] options in nova.conf, serves a demo menu from devstack's Apache,
 # uploads the distribution's iPXE ISO to Glance as an iPXE boot image and
-# creates a network whose subnet has no DHCP. unstack and clean undo it.
+# creates a network whose subnet has no DHCP. With
+# NOVA_IPXE_MENU_SERVICE=True it also runs the menu service
+# (nova-ipxe-menu) under uwsgi behind Apache, signs the identity with a
+# key shared with it, and points boot_menu_url at it. unstack and clean
+# undo it.
 
 # Save trace setting
 _XTRACE_NOVA_IPXE=$(set +o | grep xtrace)
@@ -18,18 +22,34 @@ NOVA_IPXE_APACHE_SITE=nova-ipxe
 NOVA_IPXE_OPTIONS="boot_menu_url on_chain_failure on_build_failure uefi
     menu_network allow_menu_url_override dhcp_subnets menu_signing_key
     menu_signing_key_id allow_untested_nova"
+# The menu service's devstack service name (uwsgi process and Apache site).
+NOVA_IPXE_MENU_SERVICE_NAME=nova-ipxe-menu
 
 # The menu URL written to [ipxe] boot_menu_url.
 function nova_ipxe_menu_url {
+    if [[ "$NOVA_IPXE_MENU_SERVICE" == "True" ]]; then
+        echo "$(nova_ipxe_menu_base)/$NOVA_IPXE_MENU_SERVICE_NAME/menu.ipxe"
+        return
+    fi
+    nova_ipxe_default_menu_url
+}
+
+# The operator's menu: the demo menu or NOVA_IPXE_BOOT_MENU_URL (with the
+# menu service, what a server without a profile chains).
+function nova_ipxe_default_menu_url {
     if [[ -n "$NOVA_IPXE_BOOT_MENU_URL" ]]; then
         echo "$NOVA_IPXE_BOOT_MENU_URL"
         return
     fi
+    echo "$(nova_ipxe_menu_base)/nova-ipxe/menu.ipxe"
+}
+
+function nova_ipxe_menu_base {
     local host=$NOVA_IPXE_MENU_HOST
     if [[ "$host" == *:* ]]; then
         host="[$host]"
     fi
-    echo "http://$host/nova-ipxe/menu.ipxe"
+    echo "http://$host"
 }
 
 # Nova's own nova/virt directory. nova is a regular package, so the shim
@@ -82,7 +102,8 @@ function configure_nova_ipxe {
     if [[ "$NOVA_IPXE_COMPUTE_DRIVER" != "ipxe.LibvirtDriver" ]]; then
         die $LINENO "nova-ipxe: NOVA_IPXE_COMPUTE_DRIVER must be ipxe.LibvirtDriver on a libvirt host (got $NOVA_IPXE_COMPUTE_DRIVER)"
     fi
-    if [[ "$NOVA_IPXE_DEMO_MENU" != "True" && -z "$NOVA_IPXE_BOOT_MENU_URL" ]]; then
+    if [[ "$NOVA_IPXE_DEMO_MENU" != "True" && -z "$NOVA_IPXE_BOOT_MENU_URL" \
+            && "$NOVA_IPXE_MENU_SERVICE" != "True" ]]; then
         die $LINENO "nova-ipxe: set NOVA_IPXE_BOOT_MENU_URL when NOVA_IPXE_DEMO_MENU=False"
     fi
     # start_nova_compute copies nova.conf into nova-cpu.conf, so this
@@ -92,6 +113,9 @@ function configure_nova_ipxe {
     local option variable
     for option in $NOVA_IPXE_OPTIONS; do
         [[ "$option" != boot_menu_url ]] || continue
+        if [[ "$NOVA_IPXE_MENU_SERVICE" == "True" && "$option" == menu_signing_key* ]]; then
+            continue    # configure_nova_ipxe_menu_service writes them
+        fi
         variable=NOVA_IPXE_${option^^}
         if [[ -n "${!variable}" ]]; then
             iniset "$NOVA_CONF" ipxe "$option" "${!variable}"
@@ -100,6 +124,62 @@ function configure_nova_ipxe {
     if [[ "$NOVA_IPXE_DEMO_MENU" == "True" ]]; then
         configure_nova_ipxe_menu
     fi
+    if [[ "$NOVA_IPXE_MENU_SERVICE" == "True" ]]; then
+        configure_nova_ipxe_menu_service
+    fi
+}
+
+# The signing key shared by the computes and the menu service: the
+# configured one, else one made once and kept in the data directory.
+function nova_ipxe_menu_service_key {
+    if [[ -n "$NOVA_IPXE_MENU_SIGNING_KEY" ]]; then
+        echo "$NOVA_IPXE_MENU_SIGNING_KEY"
+        return
+    fi
+    local file=$NOVA_IPXE_DATA_DIR/menu-signing-key
+    if [[ ! -s "$file" ]]; then
+        mkdir -p "$NOVA_IPXE_DATA_DIR"
+        (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_hex(24))' > "$file")
+    fi
+    cat "$file"
+}
+
+# The menu service: its own config file, uwsgi behind Apache at
+# /nova-ipxe-menu, Nova's service user to read servers, and the computes
+# signing the identity it verifies.
+function configure_nova_ipxe_menu_service {
+    local key kid=${NOVA_IPXE_MENU_SIGNING_KEY_ID:-devstack}
+    key=$(nova_ipxe_menu_service_key)
+    sudo install -d -o "$STACK_USER" -m 0755 "$NOVA_IPXE_CONF_DIR"
+    local conf=$NOVA_IPXE_MENU_CONF
+    rm -f "$conf"
+    iniset "$conf" DEFAULT debug "$ENABLE_DEBUG_LOG_LEVEL"
+    iniset "$conf" menu_service signing_keys "$kid:$key"
+    iniset "$conf" menu_service default_menu_url "$(nova_ipxe_default_menu_url)"
+    iniset "$conf" menu_service public_url "$(nova_ipxe_menu_base)/$NOVA_IPXE_MENU_SERVICE_NAME"
+    # Nova's service user (admin in the service project) reads servers
+    # and key pairs and sets server metadata.
+    iniset "$conf" nova auth_type password
+    iniset "$conf" nova auth_url "$KEYSTONE_SERVICE_URI"
+    iniset "$conf" nova username nova
+    iniset "$conf" nova password "$SERVICE_PASSWORD"
+    iniset "$conf" nova project_name "$SERVICE_PROJECT_NAME"
+    iniset "$conf" nova user_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$conf" nova project_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$conf" nova region_name "$REGION_NAME"
+    chmod 0640 "$conf"
+    write_uwsgi_config "$NOVA_IPXE_MENU_UWSGI_CONF" \
+        "$(dirname "$PYTHON")/nova-ipxe-menu-wsgi" \
+        "/$NOVA_IPXE_MENU_SERVICE_NAME" "" "$NOVA_IPXE_MENU_SERVICE_NAME"
+    iniset "$NOVA_IPXE_MENU_UWSGI_CONF" uwsgi env "NOVA_IPXE_MENU_CONFIG=$conf"
+    iniset "$NOVA_CONF" ipxe menu_identity True
+    iniset "$NOVA_CONF" ipxe menu_signing_key "$key"
+    iniset "$NOVA_CONF" ipxe menu_signing_key_id "$kid"
+}
+
+function start_nova_ipxe_menu_service {
+    run_process "$NOVA_IPXE_MENU_SERVICE_NAME" \
+        "$(which uwsgi) --procname-prefix $NOVA_IPXE_MENU_SERVICE_NAME --ini $NOVA_IPXE_MENU_UWSGI_CONF"
 }
 
 # The demo menu: devstack/files/menu.ipxe under /nova-ipxe/ on Apache.
@@ -171,6 +251,11 @@ function create_nova_ipxe_network {
 # unstack: remove what stack made while the APIs still run (devstack runs
 # this phase before it stops the services). Each step may find nothing.
 function unconfigure_nova_ipxe {
+    if [[ -f "$NOVA_IPXE_MENU_UWSGI_CONF" ]]; then
+        stop_process "$NOVA_IPXE_MENU_SERVICE_NAME"
+        remove_uwsgi_config "$NOVA_IPXE_MENU_UWSGI_CONF" "$NOVA_IPXE_MENU_SERVICE_NAME"
+    fi
+    rm -f "$NOVA_IPXE_MENU_CONF"
     if is_service_enabled neutron && [[ "$NOVA_IPXE_CREATE_NETWORK" == "True" ]]; then
         openstack --os-cloud devstack-admin --os-region "$REGION_NAME" \
             router remove subnet "$NOVA_IPXE_ROUTER_NAME" "$NOVA_IPXE_SUBNET_NAME" || true
@@ -192,7 +277,7 @@ function unconfigure_nova_ipxe {
         if [[ "$(iniget "$conf" DEFAULT compute_driver)" == "$NOVA_IPXE_COMPUTE_DRIVER" ]]; then
             iniset "$conf" DEFAULT compute_driver libvirt.LibvirtDriver
         fi
-        for option in $NOVA_IPXE_OPTIONS; do
+        for option in $NOVA_IPXE_OPTIONS menu_identity; do
             inidelete "$conf" ipxe "$option"
         done
     done
@@ -214,6 +299,7 @@ function cleanup_nova_ipxe {
     fi
     pip_uninstall nova-ipxe
     rm -rf "${NOVA_IPXE_DATA_DIR:?}"
+    sudo rm -rf "${NOVA_IPXE_CONF_DIR:?}"
 }
 
 if is_service_enabled nova-ipxe; then
@@ -224,6 +310,10 @@ if is_service_enabled nova-ipxe; then
         echo_summary "Configuring nova-ipxe"
         configure_nova_ipxe
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        if [[ "$NOVA_IPXE_MENU_SERVICE" == "True" ]]; then
+            echo_summary "Starting the nova-ipxe menu service"
+            start_nova_ipxe_menu_service
+        fi
         if [[ "$NOVA_IPXE_UPLOAD_IMAGE" == "True" ]] && is_service_enabled glance; then
             echo_summary "Uploading the iPXE boot image $NOVA_IPXE_IMAGE_NAME"
             upload_nova_ipxe_image

@@ -141,3 +141,28 @@ function disable_apache_site {
 function restart_apache_server {
     record restart_apache_server "$@"
 }
+
+# devstack's write_uwsgi_config CONF WSGI URL HTTP NAME: the uwsgi ini
+# (here only the WSGI file) and the Apache site that proxies URL to it.
+function write_uwsgi_config {
+    record write_uwsgi_config "$@"
+    mkdir -p "$(dirname "$1")"
+    printf '[uwsgi]\nwsgi-file = %s\n' "$2" > "$1"
+    echo "ProxyPass \"$3\" \"unix:/run/uwsgi/$5.socket|uwsgi://uwsgi-uds-$5\"" \
+        > "$(apache_site_config_for "$5")"
+    enable_apache_site "$5"
+}
+
+function remove_uwsgi_config {
+    record remove_uwsgi_config "$@"
+    rm -f "$1" "$(apache_site_config_for "$2")"
+    disable_apache_site "$2"
+}
+
+function run_process {
+    record run_process "$@"
+}
+
+function stop_process {
+    record stop_process "$@"
+}

@@ -21,6 +21,7 @@ uploaded file is parsed as an iPXE ISO, and the shim is imported through
 the link the plugin makes in a Nova source tree.
 """
 
+import getpass
 import glob
 import hashlib
 import json
@@ -30,13 +31,18 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.parse
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import image
+from nova_ipxe.menuservice import app
+from nova_ipxe.menuservice import conf as menu_conf
 from nova_ipxe import menuurl
+from nova_ipxe import signature
 from nova_ipxe.virt import release
 from tests import base
 from tests import samples
@@ -478,6 +484,113 @@ class TestUnstackAndClean(PluginTestCase):
         self.run_phase('unstack')
         self.assertEqual('fake.FakeDriver',
                          self.read_nova_conf(self.nova_conf).compute_driver)
+
+
+class TestMenuService(PluginTestCase):
+    """NOVA_IPXE_MENU_SERVICE=True: nova-ipxe-menu under uwsgi."""
+
+    def setUp(self):
+        super().setUp()
+        self.conf_dir = os.path.join(self.tmp, 'etc', 'nova-ipxe')
+        self.env.update({
+            'NOVA_IPXE_MENU_SERVICE': 'True',
+            'NOVA_IPXE_CONF_DIR': self.conf_dir,
+            'STACK_USER': getpass.getuser(),
+            'KEYSTONE_SERVICE_URI': 'http://192.0.2.10/identity',
+            'SERVICE_PASSWORD': 'secretservice',
+            'SERVICE_PROJECT_NAME': 'service',
+            'SERVICE_DOMAIN_NAME': 'Default',
+            'ENABLE_DEBUG_LOG_LEVEL': 'True',
+        })
+        self.menu_conf_path = os.path.join(self.conf_dir,
+                                           'menu-service.conf')
+        self.uwsgi_ini = os.path.join(self.conf_dir,
+                                      'menu-service-uwsgi.ini')
+
+    def read_menu_conf(self):
+        conf = cfg.ConfigOpts()
+        menu_conf.register_opts(conf)
+        conf(['--config-file', self.menu_conf_path], default_config_files=[])
+        return conf
+
+    def test_deployed_behind_apache_and_nova_points_at_it(self):
+        self.run_phase('stack')
+        nova = self.read_nova_conf(self.nova_conf)
+        self.assertEqual('http://192.0.2.10/nova-ipxe-menu/menu.ipxe',
+                         builder.configured_menu_url(nova))
+        self.assertTrue(nova.ipxe.menu_identity)
+        self.assertEqual('devstack', nova.ipxe.menu_signing_key_id)
+        conf = self.read_menu_conf()
+        opts = conf.menu_service
+        # The service accepts what the computes sign.
+        self.assertEqual({'devstack': nova.ipxe.menu_signing_key},
+                         opts.signing_keys)
+        self.assertEqual(48, len(nova.ipxe.menu_signing_key))
+        path = '/nova-ipxe-menu/menu.ipxe'
+        fields = {'uuid': '8f9d3c52-0f5e-4d9a-9c1e-3b8f8c7d6e5f',
+                  'ip': '10.4.56.10'}
+        query = urllib.parse.urlencode(list(fields.items()) + (
+            signature.query_params(nova.ipxe.menu_signing_key, 'devstack',
+                                   path, fields)))
+        self.assertEqual(fields, signature.verify(opts.signing_keys, path,
+                                                  query).fields)
+        # Servers without a profile keep the demo menu.
+        self.assertEqual('http://192.0.2.10/nova-ipxe/menu.ipxe',
+                         opts.default_menu_url)
+        self.assertEqual('http://192.0.2.10/nova-ipxe-menu',
+                         opts.public_url)
+        # Nova's service user, loadable by keystoneauth.
+        auth = ks_loading.load_auth_from_conf_options(conf, 'nova')
+        self.assertEqual('http://192.0.2.10/identity', auth.auth_url)
+        self.assertEqual('nova', conf.nova.username)
+        self.assertEqual('compute', conf.nova.service_type)
+        # The application builds from that file.
+        app.MenuService(conf, None)
+        # uwsgi runs the WSGI script with that file, behind Apache.
+        [call] = self.calls('write_uwsgi_config')
+        self.assertEqual([self.uwsgi_ini, os.path.join(
+            os.path.dirname(sys.executable), 'nova-ipxe-menu-wsgi'),
+            '/nova-ipxe-menu', '', 'nova-ipxe-menu'], call[1:])
+        with open(self.uwsgi_ini) as f:
+            self.assertIn('env = NOVA_IPXE_MENU_CONFIG=%s'
+                          % self.menu_conf_path, f.read())
+        [run] = self.calls('run_process')
+        self.assertEqual('nova-ipxe-menu', run[1])
+        self.assertIn('--ini %s' % self.uwsgi_ini, run[2])
+        self.assertTrue(os.path.exists(os.path.join(
+            self.fake_root, 'apache', 'sites-enabled',
+            'nova-ipxe-menu.conf')))
+        # The key is not readable by others.
+        self.assertEqual(0, os.stat(self.menu_conf_path).st_mode & 0o007)
+
+    def test_key_is_kept_across_stacks_and_configured_key_wins(self):
+        self.run_phase('stack')
+        first = self.read_nova_conf(self.nova_conf).ipxe.menu_signing_key
+        self.run_phase('stack')
+        self.assertEqual(
+            first, self.read_nova_conf(self.nova_conf).ipxe.menu_signing_key)
+        self.run_phase('stack', NOVA_IPXE_MENU_SIGNING_KEY='k' * 32,
+                       NOVA_IPXE_MENU_SIGNING_KEY_ID='rot2')
+        self.assertEqual({'rot2': 'k' * 32},
+                         self.read_menu_conf().menu_service.signing_keys)
+
+    def test_no_demo_menu_needs_no_menu_url(self):
+        self.run_phase('stack', NOVA_IPXE_DEMO_MENU='False')
+        self.assertEqual(
+            'http://192.0.2.10/nova-ipxe-menu/menu.ipxe',
+            builder.configured_menu_url(self.read_nova_conf(self.nova_conf)))
+
+    def test_unstack_and_clean(self):
+        self.run_phase('stack')
+        self.start_nova_compute()
+        self.run_phase('unstack')
+        self.assertEqual([['stop_process', 'nova-ipxe-menu']],
+                         self.calls('stop_process'))
+        self.assertFalse(os.path.exists(self.uwsgi_ini))
+        self.assertFalse(os.path.exists(self.menu_conf_path))
+        self.assert_undone()
+        self.run_phase('clean')
+        self.assertFalse(os.path.exists(self.conf_dir))
 
 
 class TestFiles(base.TestCase):

@@ -125,9 +125,14 @@ class TestWheel(base.TestCase):
         self.assertFalse([f for f in files if f.startswith('tests/')])
         self.assertIn('nova-ipxe = nova_ipxe.cli:main', entry_points)
         self.assertIn('nova_ipxe = nova_ipxe.conf:list_opts', entry_points)
+        self.assertIn('nova-ipxe-menu = nova_ipxe.menuservice.wsgi:main',
+                      entry_points)
+        self.assertIn('nova_ipxe/menuservice/profiles/debian-12.preseed.j2',
+                      files)
         data = {f.split('.data/data/', 1)[1] for f in files
                 if '.data/data/' in f}
         self.assertEqual({'etc/nova-ipxe/nova-ipxe.conf.sample',
+                          'etc/nova-ipxe/menu-service.conf.sample',
                           'share/nova-ipxe/xenapi_plugins/ipxe.py',
                           'share/nova-ipxe/xenapi_plugins/README.rst'}, data)
 

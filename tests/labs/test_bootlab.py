@@ -301,6 +301,26 @@ class TestLabCleanup(base.TestCase):
         self.assertIsNotNone(holder['proc'].poll())
         self.assertRaises(bootlab.LabError, lab.run, ['true'])
 
+    def test_listen_inside_the_namespace(self):
+        with bootlab.Lab() as lab:
+            lab.add_bridge('br0', ipv4=BRIDGE_V4)
+            own = os.stat('/proc/thread-self/ns/net').st_ino
+            sock = lab.listen('192.0.2.1')
+            self.addCleanup(sock.close)
+            port = sock.getsockname()[1]
+            # Reached from inside the namespace.
+            client = lab.popen([sys.executable, '-c',
+                                'import socket; socket.create_connection('
+                                '("192.0.2.1", %d), 10).sendall(b"hi")'
+                                % port])
+            conn, peer = sock.accept()
+            with conn:
+                self.assertEqual(b'hi', conn.recv(2))
+            self.assertEqual('192.0.2.1', peer[0])
+            self.assertEqual(0, client.wait(30))
+            # The thread left the namespace again.
+            self.assertEqual(own, os.stat('/proc/thread-self/ns/net').st_ino)
+
     def test_fixture_cleanup_removes_namespace(self):
         fixture = bootlab.LabFixture()
         fixture.setUp()

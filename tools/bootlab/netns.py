@@ -21,6 +21,7 @@ delete the namespaces of owners that died (SIGKILL).
 
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import ipaddress
 import json
@@ -29,6 +30,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -46,6 +48,7 @@ from tools import labproc
 IP = 'ip'
 NETNS_PREFIX = 'nipxe-'
 NETNS_DIR = '/run/netns'
+CLONE_NEWNET = 0x40000000
 STATE_DIR = '/run/nipxe-bootlab'
 IFNAMSIZ = 15
 
@@ -178,6 +181,13 @@ def _install_sigterm_handler():
 
 # ---------------------------------------------------------------------------
 # the lab: one network namespace and everything started in it
+
+def _setns(fd):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise errors.LabError('setns: %s' % os.strerror(err))
+
 
 @dataclasses.dataclass
 class Bridge:
@@ -360,6 +370,37 @@ class Lab:
             proc = subprocess.Popen(self.netns_argv(argv), **kw)
             self._procs.append(proc)
         return proc
+
+    def listen(self, host, port=0, backlog=16):
+        """A TCP socket listening on host:port inside the namespace.
+
+        For a server that runs in this process (a WSGI application
+        under test): the calling thread enters the namespace only to
+        create the socket (setns(2) is per thread), which then stays in
+        the namespace.  The caller closes it.
+        """
+        self._require_setup()
+        family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        own = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+        target = os.open(os.path.join(NETNS_DIR, self.name), os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR,
+                                    1)
+                    sock.bind((host, port))
+                    sock.listen(backlog)
+                except OSError:
+                    sock.close()
+                    raise
+            finally:
+                _setns(own)
+        finally:
+            os.close(own)
+            os.close(target)
+        return sock
 
     def sysctl(self, key, value):
         """Write /proc/sys/KEY inside the namespace."""
