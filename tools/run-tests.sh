@@ -76,6 +76,17 @@ if wanted nova; then
         $upstream
 fi
 
+# A real compute host: Nova's services with ipxe.LibvirtDriver on a real
+# libvirtd and QEMU in a network namespace (tests/realhost). One test
+# process (the tests share the host). REALHOST_VENV picks the Nova venv.
+if wanted realhost; then
+    tools/install-nova.sh
+    venv=${REALHOST_VENV:-.venv-nova}
+    "$venv/bin/python" -c 'import libvirt' 2>/dev/null ||
+        "$venv/bin/pip" install -q -r tools/realhost-requirements.txt
+    suite realhost "$venv" ./tests/realhost --concurrency 1
+fi
+
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
     echo "== boot times measured by the functional tests (QEMU TCG)"
     python3 - "$NOVA_IPXE_BOOT_TIMINGS" <<'EOF'
