@@ -146,6 +146,7 @@ class RealHost:
         self.libvirtd = None
         self.uri = None
         self._home_ns = None
+        self._home_mnt = None
 
     def start(self, timeout=60):
         _check_prerequisites()
@@ -197,6 +198,7 @@ class RealHost:
         """
         if self._home_ns is None:
             self._home_ns = os.open('/proc/self/ns/net', os.O_RDONLY)
+            self._home_mnt = os.open('/proc/self/ns/mnt', os.O_RDONLY)
         _setns(os.path.join(bootlab.netns.NETNS_DIR, self.lab.name))
         _own_sysfs()
 
@@ -214,6 +216,15 @@ class RealHost:
             # Guests first (QEMU is a child of libvirtd, not of the lab).
             for name in self.domains():
                 self.virsh('destroy', name, check=False)
+        if self.lab is not None and self._home_mnt is not None:
+            # This process has a mount namespace of its own (enter): the
+            # namespace's name must go from the machine's /run/netns.
+            for pid in bootlab.netns._netns_pids(self.lab.name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            subprocess.run(['nsenter', '--mount=/proc/%d/fd/%d' % (
+                os.getpid(), self._home_mnt), 'ip', 'netns', 'delete',
+                self.lab.name], capture_output=True)
         if self.lab is not None:
             self.lab.cleanup()
 
