@@ -76,7 +76,7 @@ class ComputeDemo(base.RealHostTestBase):
 
 def main():
     result = unittest.TextTestRunner(stream=sys.__stderr__).run(
-        ComputeDemo('test_demo'))
+        unittest.TestSuite([ComputeDemo('test_demo')]))
     return 0 if result.wasSuccessful() else 1
 
 

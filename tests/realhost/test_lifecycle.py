@@ -203,7 +203,6 @@ class LifecycleTestCase(base.RealHostTestBase):
         since = self.mark()
         self._unshelve_server(server)
         self.refresh_nw_cache(server)
-        self.unshelved = self.disks(server)
         # The installed OS came back; the next hard reboot brings the
         # menu back.
         self.wait_for_console(server, 'SHELVED-INSTALLED-OS')
