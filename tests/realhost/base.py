@@ -44,7 +44,6 @@ import libvirt  # noqa: F401  imported before Nova's import poison
 from nova import context as nova_context
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import integrated_helpers
-from nova import utils as nova_utils
 from nova.virt.libvirt import host as libvirt_host
 from oslo_utils.fixture import uuidsentinel as uuids
 
@@ -151,7 +150,9 @@ class RealHostTestBase(integrated_helpers._IntegratedTestBase):
         """
         real_init = libvirt_host.Host._init_events
         real_start = libvirt_host._EventletLibvirtEventHandler.start
-        eventlet = nova_utils.get_eventlet()
+        # Nova's functional tests run eventlet-patched (nova.tests.
+        # functional), 33 and 34 alike.
+        import eventlet
 
         def spawn(fn, *args, **kwargs):
             thread = eventlet.spawn(fn, *args, **kwargs)
@@ -165,10 +166,14 @@ class RealHostTestBase(integrated_helpers._IntegratedTestBase):
             _EVENT_LOOP.append(handler)
             real_start(handler)
 
+        # Nova 34 spawns through thread_pool_factory, Nova 33 through
+        # nova.utils.
+        spawner = ('nova.virt.libvirt.host.thread_pool_factory.spawn'
+                   if hasattr(libvirt_host, 'thread_pool_factory')
+                   else 'nova.virt.libvirt.host.utils.spawn')
+
         def init_events(host):
-            with fixtures.MonkeyPatch(
-                    'nova.virt.libvirt.host.thread_pool_factory.spawn',
-                    spawn), fixtures.MonkeyPatch(
+            with fixtures.MonkeyPatch(spawner, spawn), fixtures.MonkeyPatch(
                     'nova.virt.libvirt.host._EventletLibvirtEventHandler.'
                     'start', start):
                 return real_init(host)
@@ -392,6 +397,7 @@ class RealHostTestBase(integrated_helpers._IntegratedTestBase):
         for name in self.host.domains():
             self.host.virsh('destroy', name, check=False)
             self.host.virsh('undefine', '--nvram', name, check=False)
+        self.host.delete_taps()
 
     def _save_artifacts(self, exc_info):
         os.makedirs(ARTIFACTS, exist_ok=True)
@@ -413,7 +419,7 @@ class RealHostTestBase(integrated_helpers._IntegratedTestBase):
         self.addDetail('realhost-artifacts', content.text_content(
             '\n'.join(saved) or '(no domains)'))
         self.addDetail('libvirtd-log', content.text_content(
-            samples_tail(self.host.libvirtd_log)))
+            _tail(self.host.libvirtd_log)))
 
 
 def qemu_img_info(path):
@@ -423,7 +429,7 @@ def qemu_img_info(path):
         capture_output=True, text=True).stdout)
 
 
-def samples_tail(path, limit=6000):
+def _tail(path, limit=6000):
     try:
         with open(path, errors='replace') as f:
             return f.read()[-limit:]

@@ -93,7 +93,7 @@ class HostError(RuntimeError):
 
 def _check_prerequisites():
     missing = [t for t in ('libvirtd', 'virtlogd', 'virsh', 'ip',
-                           'qemu-system-x86_64', 'qemu-img', 'unshare')
+                           'qemu-system-x86_64', 'qemu-img', 'nsenter')
                if shutil.which(t) is None]
     if missing:
         raise HostError('missing commands %s: run tools/install-deps.sh '
@@ -254,6 +254,12 @@ class RealHost:
                 master = words[words.index('master') + 1]
             links[name] = master
         return links
+
+    def delete_taps(self):
+        """Delete the taps left in the namespace (after a failed test)."""
+        for name in self.links():
+            if name.startswith('tap'):
+                self.lab.run(['ip', 'link', 'delete', name], check=False)
 
     def bridge_ports(self):
         return sorted(n for n, m in self.links().items() if m == BRIDGE)

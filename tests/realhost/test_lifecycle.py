@@ -22,6 +22,7 @@ step on it in turn.
 
 import os
 import subprocess
+import time
 
 from tests.realhost import base
 
@@ -224,7 +225,6 @@ class LifecycleTestCase(base.RealHostTestBase):
             os.unlink(raw)
 
     def _wait_for_image(self, image_id):
-        import time
         deadline = time.monotonic() + base.BOOT_TIMEOUT
         while self.glance.show(self.ctxt, image_id)['status'] != 'active':
             if time.monotonic() > deadline:
