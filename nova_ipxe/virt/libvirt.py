@@ -87,9 +87,10 @@ GONE = (nova_exception.ImageNotFound, nova_exception.ImageNotAuthorized,
 # the server keeps what it had (_keep_built).
 FAIL_TASK_STATES = (task_states.SPAWNING, task_states.REBUILD_SPAWNING,
                     task_states.RESCUING)
-# The first libvirt that takes <loader secure> beside firmware
-# autoselection (<os firmware='efi'>); Nova 34 writes both, and libvirt
-# 9.0 (Debian bookworm) refuses the guest (_loader_secure_for_libvirt).
+# Nova 34 writes <loader secure> beside firmware autoselection (<os
+# firmware='efi'>), which libvirt 9.0 (Debian bookworm) refuses; libvirt's
+# firmware selection rework (9.2) is expected to take it (only 9.0 was
+# checked): see _loader_secure_for_libvirt.
 LOADER_SECURE_WITH_AUTOSELECTION = (9, 2, 0)
 # Image backends whose root disk is a file in the instance directory.
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
