@@ -23,6 +23,9 @@ gateway and the menu server.  The menu server is the judge: a boot
 counts when it sees a request for the menu from the port's address with
 the port's MAC, and the DHCP sentinel must see nothing.
 
+Images come from Nova's GlanceFixture holding the real bytes (the ISOs,
+a qcow2 stand-in OS, snapshot uploads); a real Glance is not wired in.
+
 When a check fails, the guest's screen (PNG), domain XML and QEMU log
 are saved under $NOVA_IPXE_REALHOST_ARTIFACTS (default
 ``.realhost-artifacts/`` in the tree) and named in the failure.
