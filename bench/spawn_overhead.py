@@ -24,9 +24,9 @@ one after the other (the first included), deleting each once ACTIVE:
   layout), same harness, same run.
 
 End to end is POST /servers to ACTIVE.  Run from the repository root with
-the Nova venv (tools/install-nova.sh)::
+the Nova venv of a release (tools/install-nova.sh 34)::
 
-    .venv-nova/bin/python bench/spawn_overhead.py [--spawns 100]
+    .venv-nova-34/bin/python bench/spawn_overhead.py [--spawns 100]
 
 The blank root disk our driver creates (``qemu-img create``) replaces the
 qcow2 overlay stock creates (``qemu-img create -b``); it is part of the

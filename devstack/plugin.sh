@@ -17,7 +17,7 @@ NOVA_IPXE_APACHE_SITE=nova-ipxe
 # The [ipxe] options the plugin may write (each from NOVA_IPXE_<OPTION>).
 NOVA_IPXE_OPTIONS="boot_menu_url on_chain_failure on_build_failure uefi
     menu_network allow_menu_url_override dhcp_subnets menu_signing_key
-    menu_signing_key_id"
+    menu_signing_key_id allow_untested_nova"
 
 # The menu URL written to [ipxe] boot_menu_url.
 function nova_ipxe_menu_url {
@@ -58,6 +58,21 @@ function install_nova_ipxe {
         die $LINENO "nova-ipxe: $virt_dir/ipxe exists and is not our link; remove it first"
     fi
     ln -sfn "$NOVA_IPXE_DIR/nova/virt/ipxe" "$virt_dir/ipxe"
+    check_nova_ipxe_nova_release
+}
+
+# Whatever branch devstack runs (a stable branch or master), the Nova it
+# installed must be a release ipxe.LibvirtDriver was tested with, or
+# nova-compute would refuse to start: say so now, naming the releases.
+function check_nova_ipxe_nova_release {
+    local allow=() out
+    if [[ "$(trueorfalse False NOVA_IPXE_ALLOW_UNTESTED_NOVA)" == "True" ]]; then
+        allow=(--allow-untested)
+    fi
+    if ! out=$("$PYTHON" -m nova_ipxe.virt.release "${allow[@]}"); then
+        die $LINENO "$out (NOVA_IPXE_ALLOW_UNTESTED_NOVA=True overrides)"
+    fi
+    echo "$out"
 }
 
 function configure_nova_ipxe {

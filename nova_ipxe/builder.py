@@ -18,8 +18,8 @@ reads the ``[ipxe]`` options and applies them in one place.
 
 import collections
 import dataclasses
+import hashlib
 import threading
-import urllib.parse
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -27,16 +27,15 @@ from oslo_log import log as logging
 from nova_ipxe import capabilities
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe import identity
 from nova_ipxe import image
 from nova_ipxe import iso
 from nova_ipxe import menuurl
 from nova_ipxe import netdata
 from nova_ipxe import script
-from nova_ipxe import signature
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
-MIN_SIGNING_KEY = 16
 
 # The rule lives in nova_ipxe.image; re-exported for the drivers.
 is_ipxe_image = image.is_ipxe_image
@@ -105,53 +104,21 @@ def render_script(instance, conf=CONF):
     url, source = menuurl.resolve(
         configured_menu_url(conf), instance.image_properties,
         instance.server_metadata, opts.allow_menu_url_override)
-    if opts.menu_identity:
-        params = menuurl.identity(menu_nic, instance.uuid,
-                                  instance.hostname)
-        if opts.menu_signing_key:
-            params = _signed(url, params, opts)
-        url = menuurl.with_identity(url, params)
-    elif opts.menu_signing_key:
-        raise exception.ConfigError(reason='menu_signing_key signs the '
-                                           'identity: it needs '
-                                           'menu_identity = true')
+    host = identity.hostname(instance.hostname, instance.uuid)
+    url = identity.chain_url(url, source, menu_nic, opts, instance.uuid,
+                             host)
     policy = script.ChainPolicy(retries=opts.chain_retries,
                                 timeout=opts.chain_timeout,
                                 retry_delay=opts.chain_retry_delay,
                                 on_failure=opts.on_chain_failure)
     text = script.render(config, url, menu_nic,
                          instance_uuid=instance.uuid,
-                         hostname=instance.hostname, policy=policy)
+                         hostname=host, policy=policy)
     LOG.debug('Rendered the iPXE script for %s: menu from %s via %s',
               script.check_uuid(instance.uuid) or 'instance', source,
               menu_nic.mac)
     return Script(text=text, menu_url=url, menu_url_source=source,
                   menu_nic=menu_nic)
-
-
-def _signed(url, params, opts):
-    """The identity pairs with ts, kid and sig (see nova_ipxe.signature).
-
-    Values iPXE expands at boot cannot be signed: they go after ``sig``.
-    """
-    if len(opts.menu_signing_key) < MIN_SIGNING_KEY:
-        raise exception.ConfigError(
-            reason='menu_signing_key must be at least %d characters'
-                   % MIN_SIGNING_KEY)
-    path = urllib.parse.urlsplit(url).path or '/'
-    if '${' in path:
-        raise exception.SigningError(
-            reason='the path of the boot menu URL %s uses iPXE settings, '
-                   'which expand at boot; a signed path must be literal'
-                   % url)
-    present = [(k, v) for k, v in params if v is not None]
-    static = [(k, v) for k, v in present
-              if not isinstance(v, script.Setting)]
-    dynamic = [(k, v) for k, v in present if isinstance(v, script.Setting)]
-    fields = {k: str(v) for k, v in static}
-    return static + signature.query_params(
-        opts.menu_signing_key, opts.menu_signing_key_id, path,
-        fields) + dynamic
 
 
 def check_capabilities(base, rendered, uefi):
@@ -186,56 +153,110 @@ def load_base(source, conf=CONF, name=None):
 
 
 class ParsedBases:
-    """Parsed cache entries kept in memory for warm builds.
+    """Parsed source ISOs kept in memory for warm builds, bounded by bytes.
 
-    Entries are content-addressed (image ID and hash), so a parsed base
-    stays valid for as long as its key does.
+    A parse holds the ISO's bytes and up to two build templates (each
+    about the ISO's size), so the bound is on bytes (``[ipxe]
+    parsed_iso_memory``), counted over all of them after every parse and
+    every build.  Entries are content-addressed: the caller's key (image
+    ID with its hash, or a file's identity) names the SHA-256 of the
+    bytes, and the same bytes under several keys (one stock ISO uploaded
+    as many images) are parsed and kept once.
     """
 
-    def __init__(self, size=4):
-        self.size = size
-        self._bases = collections.OrderedDict()
+    def __init__(self, max_bytes=None):
+        self.max_bytes = max_bytes  # None: [ipxe] parsed_iso_memory
+        self._digests = {}          # caller's key: SHA-256 of the bytes
+        self._bases = collections.OrderedDict()  # digest: BaseIso, LRU
         self._lock = threading.Lock()
         self._loading = {}  # key: the lock of the one parse under way
 
+    def _limit(self, conf):
+        if self.max_bytes is not None:
+            return self.max_bytes
+        return conf.ipxe.parsed_iso_memory
+
+    @property
+    def nbytes(self):
+        """Bytes the kept parses hold (sources and templates)."""
+        with self._lock:
+            bases = list(self._bases.values())
+        return sum(base.nbytes for base in bases)
+
+    def __len__(self):
+        with self._lock:
+            return len(self._bases)
+
     def _cached(self, key):
         with self._lock:
-            base = self._bases.get(key)
+            digest = self._digests.get(key)
+            base = None if digest is None else self._bases.get(digest)
             if base is not None:
-                self._bases.move_to_end(key)
+                self._bases.move_to_end(digest)
             return base
 
     def get(self, key, path, conf=CONF, name=None):
         """The parsed base of the file at ``path``."""
-        return self._get(key, lambda: load_base(path, conf, name))
+        return self._get(key, lambda: iso.read_iso_file(
+            path, conf.ipxe.max_iso_size, name), name or path, conf)
 
     def get_data(self, key, data, source, conf=CONF):
         """The parsed base of ``data`` (bytes the caller keys by hash)."""
-        return self._get(key, lambda: iso.BaseIso(
-            data, source=source, max_size=conf.ipxe.max_iso_size))
+        return self._get(key, lambda: data, source, conf)
 
-    def _get(self, key, load):
+    def _get(self, key, read, source, conf):
         base = self._cached(key)
         if base is not None:
-            return base
+            return base.named(source)
         # Spawns of one new image at once wait for one parse (and one
         # template) rather than each parsing the same bytes.
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
-            base = self._cached(key)
-            if base is not None:
-                return base
             try:
-                base = load()
-                with self._lock:
-                    self._bases[key] = base
-                    while len(self._bases) > self.size:
-                        self._bases.popitem(last=False)
+                base = self._cached(key)
+                if base is None:
+                    base = self._load(key, read(), source, conf)
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
-        return base
+        self.trim(conf)
+        return base.named(source)
+
+    def _load(self, key, data, source, conf):
+        digest = hashlib.sha256(data).digest()
+        with self._lock:
+            base = self._bases.get(digest)
+        if base is None:
+            base = iso.BaseIso(data, source=source,
+                               max_size=conf.ipxe.max_iso_size)
+        with self._lock:
+            self._digests[key] = digest
+            self._bases[digest] = self._bases.get(digest, base)
+            self._bases.move_to_end(digest)
+            return self._bases[digest]
+
+    def trim(self, conf=CONF):
+        """Drop the least recently used parses beyond the byte bound.
+
+        Called after every parse and every build (a build may add a
+        template to its base).  A parse in use by a build stays valid
+        for that build; it is only no longer kept.
+        """
+        limit = self._limit(conf)
+        with self._lock:
+            sizes = [(digest, base.nbytes)
+                     for digest, base in self._bases.items()]
+            total = sum(size for _, size in sizes)
+            for digest, size in sizes:   # oldest first
+                if total <= limit:
+                    break
+                del self._bases[digest]
+                total -= size
+            kept = set(self._bases)
+            for key in [k for k, d in self._digests.items()
+                        if d not in kept]:
+                del self._digests[key]
 
 
 PARSED_BASES = ParsedBases()
@@ -270,6 +291,7 @@ def build_iso(base, instance, output, conf=CONF, uefi=None):
     """
     base, rendered, uefi = _prepare(base, instance, conf, uefi)
     result = base.build(rendered.text, output, uefi=uefi)
+    PARSED_BASES.trim(conf)   # the build may have added a template
     _log_built(output, instance, result, result.size, rendered)
     return result, rendered
 
@@ -282,6 +304,7 @@ def build_iso_bytes(base, instance, conf=CONF, uefi=None):
     """
     base, rendered, uefi = _prepare(base, instance, conf, uefi)
     data, result = base.build_bytes(rendered.text, uefi=uefi)
+    PARSED_BASES.trim(conf)   # the build may have added a template
     _log_built('the ISO', instance, result, len(data), rendered)
     return data, result, rendered
 

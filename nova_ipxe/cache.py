@@ -41,10 +41,12 @@ import re
 import stat
 import tempfile
 import time
+import typing
 
 from oslo_log import log as logging
 
 from nova_ipxe import exception
+from nova_ipxe import glance
 
 LOG = logging.getLogger(__name__)
 
@@ -60,14 +62,34 @@ ENTRY_RE = re.compile(r'^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
 LOCK_POLL = (0.01, 0.5)
 
 
+# progress(bytes received, bytes in all), called while downloading.
+Progress = typing.Callable[[int, int], None]
+
+
+class ImageClient(typing.Protocol):
+    """What the cache needs from Glance.
+
+    The CLI's :class:`nova_ipxe.glance.GlanceClient` and the XenAPI
+    driver's :class:`nova_ipxe.virt.imageapi.NovaImageClient`.
+    """
+
+    def get_image(self, image_id: str,
+                  max_size: int) -> glance.ImageInfo:
+        """The checked record; a typed error if it is no iPXE image."""
+
+    def download(self, info: glance.ImageInfo, fileobj: typing.BinaryIO,
+                 progress: typing.Optional[Progress] = None) -> int:
+        """Write exactly the bytes ``info`` describes, verified."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CachedIso:
     path: str
-    info: object            # nova_ipxe.glance.ImageInfo
+    info: glance.ImageInfo
     downloaded: bool        # this call fetched it from Glance
 
 
-def default_dir(conf):
+def default_dir(conf: typing.Any) -> str:
     if conf.ipxe.cache_dir:
         return conf.ipxe.cache_dir
     state_path = getattr(conf, 'state_path', None)  # inside Nova
@@ -85,7 +107,8 @@ def _hash_file(fileobj, algo):
 
 class BaseIsoCache:
 
-    def __init__(self, directory, max_size, max_age=0, lock_timeout=600):
+    def __init__(self, directory: str, max_size: int, max_age: int = 0,
+                 lock_timeout: float = 600) -> None:
         self.directory = os.path.abspath(directory)
         self.max_size = max_size
         self.max_age = max_age
@@ -100,7 +123,7 @@ class BaseIsoCache:
                                        reason=e.strerror or str(e))
 
     @classmethod
-    def from_conf(cls, conf):
+    def from_conf(cls, conf: typing.Any) -> 'BaseIsoCache':
         return cls(default_dir(conf), conf.ipxe.cache_max_size,
                    conf.ipxe.cache_max_age, conf.ipxe.cache_lock_timeout)
 
@@ -151,7 +174,9 @@ class BaseIsoCache:
     # -- use -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def get(self, client, image_id, max_size, progress=None):
+    def get(self, client: ImageClient, image_id: str, max_size: int,
+            progress: typing.Optional[Progress] = None
+            ) -> typing.Iterator[CachedIso]:
         """Yield a :class:`CachedIso` for the image, fetching it if needed.
 
         The entry stays protected from eviction until the block ends.
@@ -269,7 +294,7 @@ class BaseIsoCache:
 
     # -- eviction ------------------------------------------------------
 
-    def entries(self):
+    def entries(self) -> typing.List[typing.Tuple[str, int, float]]:
         """[(path, size, mtime)] of the complete entries, oldest first.
 
         Only what the cache made: a name it gives its entries, a regular
@@ -290,7 +315,7 @@ class BaseIsoCache:
             out.append((path, st.st_size, st.st_mtime))
         return sorted(out, key=lambda e: e[2])
 
-    def evict(self, keep=None):
+    def evict(self, keep: typing.Optional[str] = None) -> typing.List[str]:
         """Drop expired, then least recently used entries beyond the bound.
 
         Never one in use, never ``keep``.  Returns the paths removed.
@@ -309,7 +334,10 @@ class BaseIsoCache:
         return removed
 
     def _remove_unused(self, path):
-        image_id = ENTRY_RE.match(os.path.basename(path)).group(1)
+        match = ENTRY_RE.match(os.path.basename(path))
+        if match is None:
+            return False  # not a name the cache made (entries() skips it)
+        image_id = match.group(1)
         with self._image_lock(image_id, blocking=False) as locked:
             if not locked:
                 return False  # being fetched or opened right now

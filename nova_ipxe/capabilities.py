@@ -64,9 +64,67 @@ _LZMA_FILTERS = [{'id': lzma.FILTER_LZMA1, 'lc': 2, 'lp': 0, 'pb': 0,
 _LZMA_SEARCH = (0x200, 64 * 1024)
 COMMAND_ANCHORS = (b'imgfetch', b'chain', b'echo')
 _COMMAND_RE = re.compile(rb'^[a-z][a-z0-9_-]{0,31}$')
-_MAX_IMAGE = 64 * 1024 * 1024
-# Commands the rendered script may use and the scheme -> feature rule.
+# Larger than any iPXE image (a full build decodes to about 1-2 MiB).
+MAX_IMAGE = 16 * 1024 * 1024
+# The PE/COFF limit Windows' loader applies; iPXE's .efi has 4 or 5.
+MAX_PE_SECTIONS = 96
+# Scheme -> banner feature the scheme needs.
 SCHEME_FEATURES = {'http': 'HTTP', 'https': 'HTTPS', 'tftp': 'TFTP'}
+
+
+class WorkBudget:
+    """The work reading one binary may take, counted, not timed.
+
+    Hostile bytes can make every step of reading repeat: an LZMA probe at
+    each of thousands of zero bytes, millions of name occurrences each
+    searched for a pointer, thousands of PE sections.  Each kind of work
+    has a limit far above what any real iPXE build needs (see
+    ``LIMITS``; a Debian build needs a few percent of each); the first
+    limit reached ends the reading with "unknown", which the module
+    treats as harmless.
+    """
+
+    LIMITS = {
+        # Bytes LZMA produced over all probes of a .lkrn.
+        'decoded': 4 * MAX_IMAGE,
+        # Name and pointer occurrences examined, table entries read.
+        'occurrences': 200000,
+        # Bytes the pointer searches scanned (memchr speed).
+        'scanned': 1024 * 1024 * 1024,
+        # Bytes the PE reader copied into the laid-out image.
+        'copied': 2 * MAX_IMAGE,
+    }
+
+    def __init__(self, limits=None):
+        self.limits = dict(self.LIMITS, **(limits or {}))
+        self.spent = dict.fromkeys(self.limits, 0)
+
+    def spend(self, kind, amount=1):
+        self.spent[kind] += amount
+        if self.spent[kind] > self.limits[kind]:
+            raise WorkExhausted(kind, self.limits[kind])
+
+    def left(self, kind):
+        return max(0, self.limits[kind] - self.spent[kind])
+
+
+class WorkExhausted(Exception):
+    """Reading a binary took more work than any iPXE build needs."""
+
+    def __init__(self, kind, limit):
+        super().__init__('reading it needed more than %d %s, more than '
+                         'any iPXE build needs' % (limit, _UNITS[kind]))
+        self.kind = kind
+
+
+_UNITS = {'decoded': 'bytes of LZMA output',
+          'occurrences': 'name and pointer occurrences',
+          'scanned': 'bytes of pointer search',
+          'copied': 'bytes of PE sections'}
+
+
+class _Unreadable(ValueError):
+    """The bytes are not a binary of a format this module reads."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,61 +167,106 @@ def unknown(binary, reason):
 
 # -- locating the linked image -------------------------------------------
 
-def lkrn_payload(data):
+_CHUNK = 64 * 1024
+
+
+def _decode(view, budget, probe=False):
+    """Decode the raw LZMA1 stream at the start of ``view``.
+
+    Returns (image, whole stream) or None when the bytes are not a valid
+    stream.  Fed in chunks, so that a stream that would decode without
+    end is stopped by the budget, not by memory.  A probe decodes only
+    the first 4 KiB.
+    """
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    out = []
+    size = 0
+    pos = 0
+    limit = 4096 if probe else MAX_IMAGE
+    try:
+        while not decoder.eof and size < limit:
+            want = min(_CHUNK, limit - size, budget.left('decoded') + 1)
+            if decoder.needs_input:
+                if pos >= len(view):
+                    break
+                chunk = view[pos:pos + (4096 if probe else _CHUNK)]
+                pos += len(chunk)
+            else:
+                chunk = b''
+            part = decoder.decompress(chunk, max_length=want)
+            if not part and not chunk:
+                break   # nothing more will come out
+            budget.spend('decoded', len(part))
+            out.append(part)
+            size += len(part)
+    except lzma.LZMAError:
+        return None
+    return b''.join(out), decoder.eof
+
+
+def lkrn_payload(data, budget=None):
     """(offset, decoded image) of the LZMA1 stream in an ``.lkrn``."""
+    budget = budget or WorkBudget()
     view = memoryview(data)
     start, end = _LZMA_SEARCH
-    for offset in range(start, min(len(data), end)):
+    offset = data.find(b'\0', start, end)
+    while 0 <= offset < min(len(data), end):
         # A raw LZMA1 stream's range coder always starts with a 0 byte.
-        if data[offset] != 0:
-            continue
-        probe = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-        try:
-            probe.decompress(view[offset:offset + 4096], max_length=4096)
-        except lzma.LZMAError:
-            continue
-        decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW,
-                                        filters=_LZMA_FILTERS)
-        try:
-            image = decoder.decompress(view[offset:], max_length=_MAX_IMAGE)
-        except lzma.LZMAError:
-            continue
-        # The payload is most of the file and expands: a short stream
-        # that happens to decode (there is one in the prefix) is not it.
-        if decoder.eof and len(image) > len(data) - offset:
-            return offset, image
+        if _decode(view[offset:], budget, probe=True) is not None:
+            decoded = _decode(view[offset:], budget)
+            # The payload is most of the file and expands: a short stream
+            # that happens to decode (there is one in the prefix) is not
+            # it, nor is one that runs past MAX_IMAGE.
+            if decoded is not None:
+                image, eof = decoded
+                if eof and len(image) > len(data) - offset:
+                    return offset, image
+        offset = data.find(b'\0', offset + 1, end)
     return None, None
 
 
-def pe_image(data):
-    """(format, image laid out at its RVAs, ImageBase, pointer size)."""
+def _pe_field(data, fmt, at):
+    if at < 0 or at + struct.calcsize(fmt) > len(data):
+        raise _Unreadable('the PE headers run past the end of the file')
+    return struct.unpack_from(fmt, data, at)
+
+
+def pe_image(data, budget=None):
+    """(format, image laid out at its RVAs, ImageBase, pointer size).
+
+    Every structural read is bounds-checked: a truncated or lying header
+    is :class:`ValueError`, never a ``struct.error``.
+    """
+    budget = budget or WorkBudget()
     if len(data) < 0x40 or data[:2] != b'MZ':
-        raise ValueError('not a PE file')
-    pe = struct.unpack_from('<I', data, 0x3c)[0]
+        raise _Unreadable('not a PE file')
+    pe = _pe_field(data, '<I', 0x3c)[0]
     if pe + 24 > len(data) or data[pe:pe + 4] != b'PE\0\0':
-        raise ValueError('no PE header')
-    sections, opt_size = struct.unpack_from('<HxxxxxxxxxxxxH', data, pe + 6)
-    magic = struct.unpack_from('<H', data, pe + 24)[0]
+        raise _Unreadable('no PE header')
+    sections, opt_size = _pe_field(data, '<HxxxxxxxxxxxxH', pe + 6)
+    if sections > MAX_PE_SECTIONS:
+        raise _Unreadable('%d PE sections, more than %d'
+                          % (sections, MAX_PE_SECTIONS))
+    magic = _pe_field(data, '<H', pe + 24)[0]
     if magic == 0x20b:
-        fmt, ptr, base = PE, 8, struct.unpack_from('<Q', data, pe + 48)[0]
+        fmt, ptr, base = PE, 8, _pe_field(data, '<Q', pe + 48)[0]
     elif magic == 0x10b:
-        fmt, ptr, base = PE32, 4, struct.unpack_from('<I', data, pe + 52)[0]
+        fmt, ptr, base = PE32, 4, _pe_field(data, '<I', pe + 52)[0]
     else:
-        raise ValueError('unknown PE optional header magic %#x' % magic)
+        raise _Unreadable('unknown PE optional header magic %#x' % magic)
     table = pe + 24 + opt_size
     layout = []
     for i in range(sections):
-        off = table + 40 * i
-        if off + 40 > len(data):
-            raise ValueError('section table runs past the end')
-        vsize, rva, raw_size, raw_ptr = struct.unpack_from('<IIII', data,
-                                                           off + 8)
-        layout.append((rva, min(vsize or raw_size, raw_size), raw_ptr))
+        vsize, rva, raw_size, raw_ptr = _pe_field(data, '<IIII',
+                                                  table + 40 * i + 8)
+        n = min(vsize or raw_size, raw_size, max(0, len(data) - raw_ptr))
+        layout.append((rva, n, raw_ptr))
     size = max((rva + n for rva, n, _ in layout), default=0)
-    if not layout or size > _MAX_IMAGE:
-        raise ValueError('implausible section layout')
+    if not layout or size > MAX_IMAGE:
+        raise _Unreadable('implausible section layout')
     image = bytearray(size)
     for rva, n, raw_ptr in layout:
+        budget.spend('copied', n)
         image[rva:rva + n] = data[raw_ptr:raw_ptr + n]
     return fmt, bytes(image), base, ptr
 
@@ -171,11 +274,15 @@ def pe_image(data):
 # -- reading the tables ----------------------------------------------------
 
 class _Image:
-    def __init__(self, image, base, ptr):
+    """A linked image and the pointer size its tables use."""
+
+    def __init__(self, image, base, ptr, budget=None):
         self.image = image
         self.base = base
         self.ptr = ptr
         self.pack = '<Q' if ptr == 8 else '<I'
+        self.budget = budget or WorkBudget()
+        self._pointers = {}   # name: offsets, each name searched once
 
     def string_at(self, value):
         """The NUL-terminated string a pointer value points at, or None."""
@@ -188,49 +295,26 @@ class _Image:
     def word(self, offset):
         if not 0 <= offset <= len(self.image) - self.ptr:
             return None
+        self.budget.spend('occurrences')
         return struct.unpack_from(self.pack, self.image, offset)[0]
 
     def pointers_to(self, text):
         """Aligned offsets of words pointing at the string ``text``."""
+        if text in self._pointers:
+            return self._pointers[text]
         found = []
         end = len(text)
         # Searching for text, not text + NUL, and checking the NUL is
         # about twice as fast: the image is mostly zero bytes.
         start = self.image.find(text)
         while start >= 0:
+            self.budget.spend('occurrences')
             if self.image[start + end:start + end + 1] == b'\0':
                 found += self._aligned(
                     struct.pack(self.pack, start + self.base))
             start = self.image.find(text, start + 1)
+        self._pointers[text] = found
         return found
-
-    def features(self):
-        """The longest run of pointers to known feature names.
-
-        Any pointer into the table finds all of it by walking its
-        neighbours, so only names not yet in a run are searched for.
-        """
-        best = ()
-        for name in sorted(KNOWN_FEATURES):
-            if name in best:
-                continue
-            for at in self.pointers_to(name.encode()):
-                first = at
-                while self._feature_at(first - self.ptr):
-                    first -= self.ptr
-                run = []
-                while self._feature_at(first):
-                    run.append(self._feature_at(first))
-                    first += self.ptr
-                if len(run) > len(best):
-                    best = tuple(run)
-        return best
-
-    def _feature_at(self, offset):
-        value = self.word(offset)
-        name = None if value is None else self.string_at(value)
-        name = name and name.decode('ascii', 'replace')
-        return name if name in KNOWN_FEATURES else None
 
     def _aligned(self, packed):
         # A pointer's high bytes are zero: find its significant bytes
@@ -238,39 +322,75 @@ class _Image:
         key = packed.rstrip(b'\0')
         if len(key) < 3:
             key = packed
+        found = []
         at = self.image.find(key)
+        self.budget.spend('scanned', len(self.image))
         while at >= 0:
+            self.budget.spend('occurrences')
             if (at % self.ptr == 0 and
                     self.image[at:at + self.ptr] == packed):
-                yield at
+                found.append(at)
             at = self.image.find(key, at + 1)
+        return found
+
+    def _runs(self, anchors, stride, entry):
+        """The longest run of table entries around pointers to anchors.
+
+        ``entry(offset)`` reads one entry or None.  A run is walked once:
+        a pointer inside a run already walked adds nothing.
+        """
+        best = []
+        walked = set()
+        for anchor in anchors:
+            if anchor in best:
+                continue
+            for at in self.pointers_to(anchor.encode()):
+                if at in walked:
+                    continue
+                first = at
+                while entry(first - stride):
+                    first -= stride
+                run = []
+                while True:
+                    value = entry(first)
+                    if not value:
+                        break
+                    walked.add(first)
+                    run.append(value)
+                    first += stride
+                if len(run) > len(best):
+                    best = run
+        return best
+
+    def features(self):
+        """The longest run of pointers to known feature names.
+
+        Any pointer into the table finds all of it by walking its
+        neighbours, so only names not yet in a run are searched for.
+        """
+        return tuple(self._runs(sorted(KNOWN_FEATURES), self.ptr,
+                                self._feature_at))
+
+    def _feature_at(self, offset):
+        value = self.word(offset)
+        name = None if value is None else self.string_at(value)
+        name = name and name.decode('ascii', 'replace')
+        return name if name in KNOWN_FEATURES else None
 
     def commands(self):
         """The command table, found from a command every build has.
 
         Any one entry finds the whole table by walking its neighbours.
         """
-        best = []
-        stride = 2 * self.ptr  # {name, exec} pairs
-        for anchor in COMMAND_ANCHORS:
-            if anchor.decode() in best:
-                continue
-            for at in self.pointers_to(anchor):
-                first = at
-                while self._command_name(first - stride):
-                    first -= stride
-                names = []
-                while self._command_name(first):
-                    names.append(self._command_name(first).decode('ascii'))
-                    first += stride
-                if len(names) > len(best):
-                    best = names
-        return frozenset(best)
+        return frozenset(self._runs(
+            [a.decode() for a in COMMAND_ANCHORS], 2 * self.ptr,
+            self._command_name))   # {name, exec} pairs
 
     def _command_name(self, offset):
         value = self.word(offset)
         name = None if value is None else self.string_at(value)
-        return name if name and _COMMAND_RE.match(name) else None
+        return (name.decode('ascii') if name and _COMMAND_RE.match(name)
+                else None)
 
     def has_setting(self, name):
         """A settings table entry: name pointer, then description."""
@@ -282,30 +402,40 @@ class _Image:
         return False
 
 
-def read(data, binary):
-    """Read the capabilities of an iPXE binary (``.lkrn`` or ``.efi``)."""
+def read(data, binary, budget=None):
+    """Read the capabilities of an iPXE binary (``.lkrn`` or ``.efi``).
+
+    Never raises for what the bytes hold: anything unreadable, and any
+    reading that spends its :class:`WorkBudget`, is "unknown".
+    """
+    budget = budget or WorkBudget()
     data = bytes(data)
     try:
         if data[:2] == b'MZ':
-            fmt, image, base, ptr = pe_image(data)
-            images = [_Image(image, base, ptr)]
+            fmt, image, base, ptr = pe_image(data, budget)
+            images = [_Image(image, base, ptr, budget)]
         else:
-            offset, image = lkrn_payload(data)
+            offset, image = lkrn_payload(data, budget)
             if image is None:
                 return unknown(binary, 'no LZMA payload found after the '
                                        'real-mode prefix')
             fmt = LKRN
             # BIOS builds are i386; an x86_64 pcbios build uses 8 bytes.
-            images = [_Image(image, 0, 4), _Image(image, 0, 8)]
-    except ValueError as e:
+            images = [_Image(image, 0, 4, budget),
+                      _Image(image, 0, 8, budget)]
+        for img in images:
+            features = img.features()
+            commands = img.commands()
+            if features and commands:
+                return Capabilities(binary=binary, format=fmt,
+                                    features=features, commands=commands,
+                                    ipv6=img.has_setting(b'ip6'))
+    except _Unreadable as e:
         return unknown(binary, str(e))
-    for img in images:
-        features = img.features()
-        commands = img.commands()
-        if features and commands:
-            return Capabilities(binary=binary, format=fmt,
-                                features=features, commands=commands,
-                                ipv6=img.has_setting(b'ip6'))
+    except WorkExhausted as e:
+        LOG.warning('Reading the iPXE binary %s: %s; its capabilities are '
+                    'unknown.', exception.one_line(repr(binary)), e)
+        return unknown(binary, str(e))
     return unknown(binary, 'no iPXE feature or command table found')
 
 

@@ -27,6 +27,7 @@ import signal
 import stat
 import sys
 import time
+import typing
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -80,7 +81,7 @@ def _add_glance_args(p):
                    help='base-ISO cache ([ipxe] cache_dir)')
 
 
-def make_parser():
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description='Build per-instance iPXE boot ISOs with an '
                                'injected static network script.')
@@ -176,6 +177,7 @@ def _read_network_data(path):
     """
     if path == '-':
         return netdata.read_json(sys.stdin.buffer, 'standard input')
+    fd: typing.Optional[int]
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
@@ -190,7 +192,8 @@ def _read_network_data(path):
                 field=path, reason='cannot read it: not a regular file or '
                                    'a pipe')
         os.set_blocking(fd, True)
-        f, fd = os.fdopen(fd, 'rb'), None
+        f = os.fdopen(fd, 'rb')
+        fd = None
         with f:
             return netdata.read_json(f, path)
     finally:
@@ -231,7 +234,8 @@ def _instance(args):
 class Progress:
     """Download progress on a terminal, for downloads that take long."""
 
-    def __init__(self, stream=sys.stderr, delay=1.0):
+    def __init__(self, stream: typing.TextIO = sys.stderr,
+                 delay: float = 1.0) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.start = time.monotonic()
@@ -261,7 +265,7 @@ def _glance(conf):
     return client, cache.BaseIsoCache.from_conf(conf)
 
 
-def cmd_fetch(args, conf):
+def cmd_fetch(args: argparse.Namespace, conf: cfg.ConfigOpts) -> None:
     client, base_cache = _glance(conf)
     with base_cache.get(client, args.image, conf.ipxe.max_iso_size,
                         progress=Progress()) as entry:
@@ -271,7 +275,8 @@ def cmd_fetch(args, conf):
             'downloaded' if entry.downloaded else 'already cached'))
 
 
-def cmd_build_iso(args, conf):
+def cmd_build_iso(args: argparse.Namespace,
+                  conf: cfg.ConfigOpts) -> None:
     _check_output(args.output)
     if args.image:
         client, base_cache = _glance(conf)
@@ -286,7 +291,8 @@ def cmd_build_iso(args, conf):
         'yes' if result.uefi else 'no', rendered.menu_nic.mac))
 
 
-def cmd_render_script(args, conf):
+def cmd_render_script(args: argparse.Namespace,
+                      conf: cfg.ConfigOpts) -> None:
     sys.stdout.write(builder.render_script(_instance(args), conf).text)
 
 
@@ -301,7 +307,8 @@ def _printable(value):
     return value
 
 
-def cmd_inspect(args, conf):
+def cmd_inspect(args: argparse.Namespace,
+                conf: cfg.ConfigOpts) -> None:
     info = builder.load_base(args.iso, conf).describe()
     if args.json:
         # json.dumps escapes control characters and non-ASCII itself.
@@ -342,10 +349,10 @@ def _print_ipxe(path, caps):
         return
     print('%s%s (%s): features %s' % (label, caps['binary'], caps['format'],
                                       ' '.join(caps['features'])))
+    https, ipv6, dns, vlan = ('yes' if caps[k] else 'no'
+                              for k in ('https', 'ipv6', 'dns', 'vlan'))
     print('%sHTTPS %s, IPv6 %s, DNS %s, VLAN %s; %d commands' % (
-        ' ' * 11, *('yes' if caps[k] else 'no'
-                    for k in ('https', 'ipv6', 'dns', 'vlan')),
-        len(caps['commands'])))
+        ' ' * 11, https, ipv6, dns, vlan, len(caps['commands'])))
 
 
 # What the library cannot say, because it does not know about the CLI.
@@ -381,7 +388,7 @@ def _error(text):
           file=sys.stderr)
 
 
-def main(argv=None):
+def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
     previous = {sig: signal.signal(sig, _on_signal)

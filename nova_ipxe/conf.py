@@ -19,6 +19,8 @@ command's Glance options were ``[ipxe] glance_*`` before they moved to
 ``[ipxe_glance]``; the old names still work, deprecated.
 """
 
+import typing
+
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -76,6 +78,13 @@ ipxe_opts = [
     cfg.IntOpt('max_iso_size', default=64 * MiB, min=MiB,
                help='Largest source iPXE ISO, in bytes, that nova-ipxe '
                     'accepts.'),
+    cfg.IntOpt('parsed_iso_memory', default=256 * MiB, min=0,
+               help='Bytes of parsed source ISOs (their bytes and build '
+                    'templates) a compute service keeps in memory between '
+                    'builds, so that the next spawn from the same image '
+                    'skips the parse; least recently used ones go beyond '
+                    'it. The same ISO uploaded as several images is kept '
+                    'once. 0 keeps none.'),
     cfg.BoolOpt('menu_identity', default=True,
                 help='Append the instance identity (uuid, hostname, mac, '
                      'ip) as query parameters to the boot menu URL so a '
@@ -120,6 +129,12 @@ ipxe_opts = [
                     'there is none) and log the error, since a failed reboot '
                     'leaves the server in ERROR, where its tenant can no '
                     'longer change the metadata at fault.'),
+    cfg.BoolOpt('allow_untested_nova', default=False,
+                help='Start ipxe.LibvirtDriver on a Nova major release it '
+                     'was not tested with (it logs a warning). By default '
+                     'nova-compute refuses to start there, naming the '
+                     'supported releases (nova-ipxe-status upgrade check '
+                     'reports it before an upgrade).'),
 ]
 
 GLANCE_GROUP = cfg.OptGroup(
@@ -168,7 +183,7 @@ glance_opts = [
                     'down.'),
 ]
 
-# The cache lives on the compute host: the Nova drivers use these too.
+# The cache lives on the compute host: the XenAPI driver uses these too.
 cache_opts = [
     cfg.StrOpt('cache_dir',
                help='Directory of the verified base-ISO cache: one copy '
@@ -215,7 +230,7 @@ xenserver_legacy_opts = [
 ]
 
 
-def register_opts(conf):
+def register_opts(conf: cfg.ConfigOpts) -> None:
     # A fresh OptGroup per ConfigOpts: oslo.config keeps overrides in the
     # group object, which must not be shared between configurations.
     conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
@@ -235,7 +250,7 @@ def register_opts(conf):
             LOG.debug('[xenserver] %s is registered by Nova', opt.name)
 
 
-def report_obsolete(conf):
+def report_obsolete(conf: cfg.ConfigOpts) -> typing.List[str]:
     """Log options that are accepted but have no effect any more."""
     if conf.xenserver.ipxe_mkisofs_cmd:
         LOG.warning('[xenserver] ipxe_mkisofs_cmd = %s is obsolete and '
@@ -246,7 +261,8 @@ def report_obsolete(conf):
     return []
 
 
-def list_opts():
+def list_opts() -> typing.List[
+        typing.Tuple[typing.Union[cfg.OptGroup, str], typing.List[cfg.Opt]]]:
     return [(GROUP, ipxe_opts + cache_opts + xenapi_opts),
             (GLANCE_GROUP, glance_opts),
             ('xenserver', xenserver_legacy_opts)]

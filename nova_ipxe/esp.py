@@ -24,6 +24,7 @@ import array
 import struct
 import sys
 import time
+import typing
 
 from nova_ipxe import exception
 
@@ -112,7 +113,9 @@ class _Dir:
 class FatImage:
     """A FAT12/16/32 image held in memory, able to add or replace a file."""
 
-    def __init__(self, data, name='efi.img', writable=True):
+    def __init__(self, data: typing.Union[bytes, bytearray, memoryview],
+                 name: str = 'efi.img',
+                 writable: typing.Union[bool, str] = True) -> None:
         """Parse a FAT12/16/32 image from bytes.
 
         ``name`` is only used in error messages.  Anything that is not a
@@ -126,6 +129,7 @@ class FatImage:
             raise TypeError('a FAT image must be bytes, not %s'
                             % type(data).__name__)
         self._name = name
+        self._data: typing.Union[memoryview, bytearray]
         if writable == 'in place':
             self._data = memoryview(data)
             if self._data.readonly or self._data.format != 'B':
@@ -140,7 +144,7 @@ class FatImage:
 
     # -- public API ---------------------------------------------------------
 
-    def read_file(self, path):
+    def read_file(self, path: str) -> typing.Optional[bytes]:
         """Return the bytes of the file at ``path``, or None if absent.
 
         Names match case-insensitively, by long or by short name.
@@ -156,7 +160,7 @@ class FatImage:
             return None
         # One slice per run of consecutive clusters (a file written in
         # one go is one run), not per cluster.
-        runs = []
+        runs: typing.List[typing.List[int]] = []
         for cluster in self._file_clusters(entry, path):
             if runs and runs[-1][1] == cluster:
                 runs[-1][1] = cluster + 1
@@ -167,7 +171,8 @@ class FatImage:
                           self._cluster_offset(end)]
                         for first, end in runs)[:entry.size]
 
-    def file_location(self, path):
+    def file_location(self, path: str) -> typing.Optional[
+            typing.Tuple[int, int, typing.List[int]]]:
         """(entry offset, size, cluster offsets) of the file at ``path``.
 
         The image offsets of its short directory entry and of each of its
@@ -178,17 +183,18 @@ class FatImage:
         parts = _split(path)
         directory = self._find_dir(parts[:-1]) if parts else None
         entry = directory and self._find(directory, parts[-1])
-        if entry is None or entry.is_dir or entry.is_volume:
+        if directory is None or entry is None or entry.is_dir or \
+                entry.is_volume:
             return None
         return (directory.offsets[entry.last], entry.size,
                 [self._cluster_offset(c)
                  for c in self._file_clusters(entry, path)])
 
     @property
-    def cluster_size(self):
+    def cluster_size(self) -> int:
         return self._cs
 
-    def listdir(self, path='/'):
+    def listdir(self, path: str = '/') -> typing.List[str]:
         """Names in directory ``path``: long name, else the short one."""
         directory = self._find_dir(_split(path))
         if directory is None:
@@ -196,7 +202,8 @@ class FatImage:
         return [e.name for e in directory.entries
                 if not e.is_volume and e.short not in (_DOT, _DOTDOT)]
 
-    def write_file(self, dir_path, name, content, mtime=None):
+    def write_file(self, dir_path: str, name: str, content: bytes,
+                   mtime: typing.Optional[float] = None) -> None:
         """Create or replace file ``name`` in existing directory ``dir_path``.
 
         ``mtime`` (seconds since the epoch, default now) sets the DOS
@@ -296,11 +303,11 @@ class FatImage:
         if changes:
             self._update_fsinfo(fresh)
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         """The image bytes, including any changes made."""
         return bytes(self._data)
 
-    def view(self):
+    def view(self) -> memoryview:
         """A read-only view of the image bytes, without a copy."""
         return memoryview(self._data).toreadonly()
 
@@ -344,7 +351,7 @@ class FatImage:
         # FAT32 is told by a zero 16-bit FAT size, as Linux, dosfstools and
         # EDK2 do (mkfs.fat makes small FAT32 images).
         active = 0
-        copies = range(nfats)
+        copies: typing.Sequence[int] = range(nfats)
         if fat16 == 0:
             bits = 32
             if root_entries:
@@ -397,6 +404,7 @@ class FatImage:
         """Decode the live FAT into a list/array indexed by cluster."""
         n = self._max + 1
         off = self._fat_off
+        fat: typing.MutableSequence[int]
         d = self._data
         if self._bits == 12:
             raw = bytes(d[off:off + (n * 3 + 1) // 2])
@@ -408,10 +416,10 @@ class FatImage:
             del fat[n:]
             return fat
         size = self._bits // 8
-        fat = array.array('H' if size == 2 else _U32)
-        fat.frombytes(d[off:off + n * size])
+        fat = packed = array.array('H' if size == 2 else _U32)
+        packed.frombytes(d[off:off + n * size])
         if sys.byteorder == 'big':
-            fat.byteswap()
+            packed.byteswap()
         # FAT32 entries are 28 bits; the top 4 are reserved.
         # bytes(): a read-only image is a memoryview, which has no
         # translate().
@@ -596,7 +604,7 @@ class FatImage:
             start = struct.unpack_from('<I', self._data, self._fsinfo + 492)[0]
         if start is None or not 2 <= start <= top:
             start = 2
-        found = []
+        found: typing.List[int] = []
         for low, high in ((start, top + 1), (2, start)):
             at = low
             while len(found) < count:

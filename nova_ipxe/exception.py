@@ -19,7 +19,7 @@ on it without a table of classes:
   (its record or its bytes), the server's network data or metadata, a
   menu URL override.  The tenant can fix it.
 * :class:`OperatorError` -- what the operator must fix: the ``[ipxe]``
-  configuration, an ISO that cannot take a script, a missing tool.
+  configuration, an ISO that cannot take a script, the XenServer host.
 * :class:`InfrastructureError` -- something failed underneath: Glance,
   the disk, the cache.  Trying again may work.
 
@@ -35,7 +35,8 @@ messages never assume the CLI; the ``nova-ipxe`` command adds its own
 hints.
 """
 
-import re
+import typing
+import unicodedata
 
 TENANT = 'tenant'
 OPERATOR = 'operator'
@@ -44,21 +45,38 @@ CATEGORIES = (TENANT, OPERATOR, INFRASTRUCTURE)
 
 # Longest message kept; hostile values (a 5000-digit netmask) are cut.
 MAX_MESSAGE = 1024
-# C0/C1 controls, DEL and the Unicode line and paragraph separators.
-_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]')
+# Characters never shown as they are: controls (Cc: C0, C1, DEL),
+# format characters (Cf: bidirectional overrides such as U+202E,
+# zero-width characters), line and paragraph separators (Zl, Zp), and
+# what has no glyph at all (surrogates, private use, unassigned).
+HIDDEN_CATEGORIES = frozenset(('Cc', 'Cf', 'Zl', 'Zp', 'Cs', 'Co', 'Cn'))
 
 
-def one_line(text, limit=MAX_MESSAGE):
-    """``text`` with every control character escaped, at most ``limit``."""
-    text = _UNSAFE.sub(lambda m: '\\x%02x' % ord(m.group())
-                       if ord(m.group()) < 0x100
-                       else '\\u%04x' % ord(m.group()), str(text))
+def _escape(ch):
+    code = ord(ch)
+    if code < 0x100:
+        return '\\x%02x' % code
+    return '\\u%04x' % code if code < 0x10000 else '\\U%08x' % code
+
+
+def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
+    """``text`` with every hidden character escaped, at most ``limit``.
+
+    Whatever a tenant controls (image bytes, names, metadata) is shown
+    through this, in messages and log lines: no value can split a line,
+    forge one, or reorder what a reader sees.
+    """
+    text = str(text)
+    text = text[:limit + 1]     # escaping never shortens it
+    if not text.isprintable():
+        text = ''.join(_escape(c) if unicodedata.category(c) in
+                       HIDDEN_CATEGORIES else c for c in text)
     if len(text) > limit:
         text = text[:limit - 3] + '...'
     return text
 
 
-def show(value, limit=64):
+def show(value: object, limit: int = 64) -> str:
     """A bounded, printable rendering of an untrusted value.
 
     Never fails and never recurses: containers show their type only, a
@@ -93,7 +111,8 @@ class NovaIpxeError(Exception):
     safe_fmt = ('The iPXE boot ISO could not be built because of an '
                 'internal error.')
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: typing.Optional[str] = None,
+                 **kwargs: typing.Any) -> None:
         self.kwargs = kwargs
         if message is None:
             message = self._format(self.msg_fmt)
@@ -189,11 +208,6 @@ class SigningError(OperatorError):
     msg_fmt = 'Cannot sign the boot menu identity: %(reason)s.'
 
 
-class ToolMissing(OperatorError):
-    msg_fmt = ('%(tool)s is needed to %(purpose)s but is not installed on '
-               'this host.')
-
-
 # -- the tenant's side --------------------------------------------------
 
 class InvalidNetworkData(TenantError):
@@ -251,10 +265,6 @@ class ImageTooLarge(InvalidIso):
     # The limit is operator configuration: not shown to the tenant.
     safe_fmt = ('The image is %(size)s bytes, more than this cloud accepts '
                 'for an iPXE ISO.')
-
-
-# The name the ISO reader used before the two were merged.
-IsoTooLarge = ImageTooLarge
 
 
 class ImageNotUsable(TenantError):
@@ -325,6 +335,17 @@ class IsoBuildFailed(InfrastructureError):
     msg_fmt = 'Could not write the iPXE ISO %(path)s: %(reason)s.'
 
 
+class IsoReadFailed(InfrastructureError):
+    """The source ISO, on this host's disk, could not be read.
+
+    Not the tenant's image: the file Nova or the cache wrote is there but
+    the disk or the file system failed under it.
+    """
+
+    msg_fmt = ('Could not read the source ISO %(source)s on this host: '
+               '%(reason)s. Check the disk and the file system under it.')
+
+
 # -- XenServer / XCP-ng (XAPI) -----------------------------------------
 
 class _XapiCall(object):
@@ -338,7 +359,8 @@ class _XapiCall(object):
 
     def __init__(self, message=None, **kwargs):
         kwargs.setdefault('details', '')
-        super().__init__(message, **kwargs)
+        # The next class in the MRO is a NovaIpxeError (a mixin).
+        super().__init__(message, **kwargs)  # type: ignore[call-arg]
         self.call = kwargs.get('call')
         self.code = kwargs.get('code')
 
@@ -374,7 +396,8 @@ class XapiDeviceBusy(_XapiCall, OperatorError):
                '%(userdevice)s that nova-ipxe did not create; it was left '
                'alone.')
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: typing.Optional[str] = None,
+                 **kwargs: typing.Any) -> None:
         kwargs.setdefault('call', 'VBD.create')
         kwargs.setdefault('code', 'DEVICE_ALREADY_EXISTS')
         super().__init__(message, **kwargs)

@@ -47,6 +47,7 @@ import re
 import socket
 import threading
 import time
+import typing
 import urllib.parse
 import uuid
 
@@ -93,11 +94,11 @@ class ImageInfo:
     properties: dict
 
     @property
-    def cache_key(self):
+    def cache_key(self) -> str:
         return '%s-%s-%s' % (self.id, self.hash_algo, self.hash_value[:32])
 
 
-def check_image_id(image_id):
+def check_image_id(image_id: object) -> str:
     """Image IDs are UUIDs; anything else never reaches a URL or a path."""
     try:
         return str(uuid.UUID(str(image_id)))
@@ -105,11 +106,12 @@ def check_image_id(image_id):
         raise exception.ImageNotFound(image=image_id)
 
 
-def image_info(record, max_size):
+def image_info(record: typing.Mapping[str, typing.Any],
+               max_size: int) -> ImageInfo:
     """Validate a ``GET /v2/images/{id}`` record for iPXE boot."""
-    image = record.get('id')
+    image: typing.Any = record.get('id')
 
-    def unusable(reason):
+    def unusable(reason: str) -> typing.NoReturn:
         raise exception.ImageNotUsable(image=image, reason=reason)
     if record.get('status') != 'active':
         unusable('its status is %r, not active' % record.get('status'))
@@ -125,8 +127,8 @@ def image_info(record, max_size):
     if size > max_size:
         raise exception.ImageTooLarge(source='Image %s' % image, size=size,
                                       limit=max_size)
-    algo = record.get('os_hash_algo')
-    value = record.get('os_hash_value')
+    algo: typing.Any = record.get('os_hash_algo')
+    value: typing.Any = record.get('os_hash_value')
     if algo in HASH_ALGOS and isinstance(value, str) and HEX_RE.match(
             value) and len(value) == hashlib.new(algo).digest_size * 2:
         pass
@@ -136,12 +138,14 @@ def image_info(record, max_size):
     else:
         unusable('Glance has no hash to verify it against (os_hash_algo '
                  '%r, checksum %r)' % (algo, record.get('checksum')))
-    name = record.get('name') if isinstance(record.get('name'), str) else ''
+    name = record.get('name')
+    if not isinstance(name, str):
+        name = ''
     return ImageInfo(id=image, name=name, size=size, hash_algo=algo,
                      hash_value=value, properties=dict(record))
 
 
-def json_depth(text):
+def json_depth(text: str) -> int:
     """The deepest nesting of arrays and objects in JSON ``text``.
 
     Counted without parsing (strings removed first), so a hostile document
@@ -157,7 +161,7 @@ def json_depth(text):
     return deepest
 
 
-def parse_record(image, body):
+def parse_record(image: str, body: bytes) -> typing.Dict[str, typing.Any]:
     """The record as a dict, or :class:`InvalidImageRecord`."""
     def invalid(reason):
         raise exception.InvalidImageRecord(image=image, reason=reason)
@@ -176,7 +180,7 @@ def parse_record(image, body):
     return record
 
 
-def origin(url):
+def origin(url: str) -> typing.Tuple[str, str, typing.Optional[int]]:
     """(scheme, host, port) of ``url``, the port made explicit."""
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
@@ -261,7 +265,7 @@ class _Retry(Exception):
 class _Download:
     """What the attempts of one download have received so far."""
 
-    digest: object
+    digest: typing.Any      # a hashlib object
     start: int
     received: int = 0
 
@@ -271,9 +275,12 @@ class GlanceClient:
 
     RETRY_STATUS = RETRY_STATUS
 
-    def __init__(self, endpoint, token=None, ca_file=None, insecure=False,
-                 connect_timeout=10, read_timeout=60, retries=3,
-                 retry_delay=1.0, download_timeout=300, session=None):
+    def __init__(self, endpoint: str, token: typing.Optional[str] = None,
+                 ca_file: typing.Optional[str] = None,
+                 insecure: bool = False, connect_timeout: float = 10,
+                 read_timeout: float = 60, retries: int = 3,
+                 retry_delay: float = 1.0, download_timeout: float = 300,
+                 session: typing.Optional[requests.Session] = None) -> None:
         if not endpoint or not re.match(r'^https?://', endpoint):
             raise exception.ConfigError(
                 reason='the Glance endpoint must be an http(s) URL, got %r'
@@ -417,7 +424,7 @@ class GlanceClient:
 
     # -- the API -------------------------------------------------------
 
-    def get_image(self, image_id, max_size):
+    def get_image(self, image_id: str, max_size: int) -> ImageInfo:
         """The validated record of an iPXE boot image."""
         image_id = check_image_id(image_id)
         deadline = self._deadline()
@@ -449,7 +456,9 @@ class GlanceClient:
                                             % MAX_RECORD)
         return parse_record(image, bytes(body))
 
-    def download(self, info, fileobj, progress=None):
+    def download(self, info: ImageInfo, fileobj: typing.BinaryIO,
+                 progress: typing.Optional[
+                     typing.Callable[[int, int], None]] = None) -> int:
         """Stream the image data into ``fileobj``, verified.
 
         Stops as soon as the stream goes past the size Glance reported.
@@ -519,10 +528,11 @@ class GlanceClient:
         if resp.status_code != 206:
             return False
         match = RANGE_RE.match(resp.headers.get('Content-Range', ''))
-        return bool(match) and int(match.group(1)) == offset
+        return match is not None and int(match.group(1)) == offset
 
 
-def client_from_conf(conf, token=None, endpoint=None):
+def client_from_conf(conf: typing.Any, token: typing.Optional[str] = None,
+                     endpoint: typing.Optional[str] = None) -> GlanceClient:
     """A client from the ``[ipxe_glance]`` options (the CLI's)."""
     opts = conf.ipxe_glance
     return GlanceClient(endpoint or opts.url, token=token,

@@ -12,12 +12,16 @@
 
 """The one rule that says whether an image is an iPXE boot image."""
 
+import typing
+
 from oslo_utils import strutils
 
 IPXE_BOOT_PROPERTIES = ('hw_ipxe_boot', 'ipxe_boot')
 
 
-def is_ipxe_image(disk_format, properties):
+def is_ipxe_image(disk_format: typing.Optional[str],
+                  properties: typing.Optional[typing.Mapping[str, object]]
+                  ) -> bool:
     """An ISO whose ``hw_ipxe_boot`` (legacy: ``ipxe_boot``) is true."""
     if disk_format != 'iso':
         return False

@@ -551,8 +551,8 @@ class BaseIso:
 
     def __init__(self, data, source='ISO', max_size=None):
         if max_size is not None and len(data) > max_size:
-            raise exception.IsoTooLarge(source=source, size=len(data),
-                                        limit=max_size)
+            raise exception.ImageTooLarge(source=source, size=len(data),
+                                          limit=max_size)
         put = super().__setattr__
         put('source', source)
         put('data', memoryview(data).toreadonly())
@@ -588,44 +588,36 @@ class BaseIso:
     def __setattr__(self, name, value):
         raise AttributeError('a parsed BaseIso is immutable')
 
+    def named(self, source):
+        """This parse under another name, sharing everything else.
+
+        The same bytes uploaded as two images are parsed once; messages
+        still name the image being built.
+        """
+        if source == self.source:
+            return self
+        twin = object.__new__(BaseIso)
+        for slot in BaseIso.__slots__:
+            object.__setattr__(twin, slot, getattr(self, slot))
+        object.__setattr__(twin, 'source', source)
+        return twin
+
+    @property
+    def nbytes(self):
+        """Memory this parse holds: the source bytes and its templates."""
+        with self._template_lock:
+            templates = list(self._templates.values())
+        return len(self.data) + sum(len(t.data) for t in templates if t)
+
     def __delattr__(self, name):
         raise AttributeError('a parsed BaseIso is immutable')
 
     @classmethod
     def from_path(cls, path, max_size=None, name=None):
-        """Read and parse ``path``; ``name`` is how messages call it.
-
-        Only a regular file is read, and never more than ``max_size``
-        (plus one byte, to tell a larger file): the size is checked on
-        what is read, not on what the file system reports.
-        """
+        """Read (:func:`read_iso_file`) and parse ``path``."""
         name = name or path
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        except OSError as e:
-            raise exception.InvalidIso(source=name, reason='cannot read it: '
-                                       '%s' % e.strerror)
-        try:
-            info = os.fstat(fd)
-            # A FIFO or a device has no size to check and may never end.
-            if not stat.S_ISREG(info.st_mode):
-                raise exception.InvalidIso(
-                    source=name, reason='it is not a regular file')
-            if max_size is not None and info.st_size > max_size:
-                raise exception.IsoTooLarge(source=name, size=info.st_size,
-                                            limit=max_size)
-            data = _read_at_most(fd, None if max_size is None
-                                 else max_size + 1, info.st_size)
-        except OSError as e:
-            raise exception.InvalidIso(source=name, reason='cannot read it: '
-                                       '%s' % e.strerror)
-        finally:
-            os.close(fd)
-        if max_size is not None and len(data) > max_size:
-            # It grew after the size check.
-            raise exception.IsoTooLarge(source=name, size='more than %d'
-                                        % max_size, limit=max_size)
-        return cls(data, source=name, max_size=max_size)
+        return cls(read_iso_file(path, max_size, name), source=name,
+                   max_size=max_size)
 
     # -- the parsed layout ----------------------------------------------
 
@@ -728,8 +720,8 @@ class BaseIso:
                                                 reason=self.efi.reason)
             if self._uefi_dropped_once():
                 LOG.warning('%s: dropping the UEFI boot entry (%s); its '
-                            'ISOs will boot BIOS only', self.source,
-                            self.efi.reason)
+                            'ISOs will boot BIOS only', shown(self.source),
+                            shown(self.efi.reason))
             return False
         return True
 
@@ -1354,6 +1346,42 @@ def _template_records(data):
     else:
         raise _NoTemplate('no volume descriptor terminator')
     return found
+
+
+def read_iso_file(path, max_size=None, name=None):
+    """The bytes of the ISO at ``path``; ``name`` is how messages call it.
+
+    Only a regular file is read, and never more than ``max_size`` (plus
+    one byte, to tell a larger file): the size is checked on what is
+    read, not on what the file system reports.
+    """
+    name = name or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise exception.InvalidIso(source=name, reason='cannot read it: '
+                                   '%s' % e.strerror)
+    try:
+        info = os.fstat(fd)
+        # A FIFO or a device has no size to check and may never end.
+        if not stat.S_ISREG(info.st_mode):
+            raise exception.InvalidIso(
+                source=name, reason='it is not a regular file')
+        if max_size is not None and info.st_size > max_size:
+            raise exception.ImageTooLarge(source=name, size=info.st_size,
+                                          limit=max_size)
+        data = _read_at_most(fd, None if max_size is None
+                             else max_size + 1, info.st_size)
+    except OSError as e:
+        raise exception.InvalidIso(source=name, reason='cannot read it: '
+                                   '%s' % e.strerror)
+    finally:
+        os.close(fd)
+    if max_size is not None and len(data) > max_size:
+        # It grew after the size check.
+        raise exception.ImageTooLarge(source=name, size='more than %d'
+                                      % max_size, limit=max_size)
+    return data
 
 
 def _read_at_most(fd, limit, size_hint=0):

@@ -18,6 +18,7 @@ and a reference is used only if it matches :data:`PATH_RE`.
 """
 
 import re
+import typing
 
 # Where ISOLINUX looks for its configuration, after its own directory.
 CFG_DIRS = ('/boot/isolinux', '/isolinux', '/boot/syslinux', '/syslinux', '/')
@@ -29,7 +30,7 @@ PATH_RE = re.compile(r'^[A-Za-z0-9._+~/-]{1,255}$')
 KERNEL_KEYWORDS = ('kernel', 'linux')
 
 
-def kernel_ref(text):
+def kernel_ref(text: str) -> typing.Optional[str]:
     """Return the kernel reference of the default entry of isolinux.cfg.
 
     Handles the forms iPXE's ISOs and hand-made ones use: ``DEFAULT`` a
@@ -37,7 +38,7 @@ def kernel_ref(text):
     global ``KERNEL``.  Returns None when no kernel is named.
     """
     default = None
-    labels = {}
+    labels: typing.Dict[str, typing.Optional[str]] = {}
     order = []
     current = None
     global_kernel = None
@@ -74,7 +75,7 @@ def kernel_ref(text):
     return None
 
 
-def render(kernel, initrd):
+def render(kernel: str, initrd: str) -> str:
     """The configuration we write: boot ``kernel`` with ``initrd``.
 
     Both are absolute paths already checked against :data:`PATH_RE`.

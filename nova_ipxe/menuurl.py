@@ -29,6 +29,7 @@ import urllib.parse
 
 from nova_ipxe import exception
 from nova_ipxe import script
+from nova_ipxe import signature
 
 OVERRIDE_KEY = 'ipxe_boot_menu_url'
 OPERATOR_SCHEMES = ('http', 'https', 'tftp')
@@ -102,7 +103,16 @@ def tenant_url(url):
         else:
             chars.append(urllib.parse.quote(ch, safe=''))
     encoded = ''.join(chars)
-    _split(encoded, TENANT_SCHEMES)
+    parts = _split(encoded, TENANT_SCHEMES)
+    # The path is signed percent-decoded (nova_ipxe.signature): what it
+    # decodes to must be text with no line break or hidden character.
+    try:
+        problem = signature.path_problem(signature.decode_path(
+            parts.path or '/'))
+    except ValueError:
+        problem = 'the path is not percent-encoded UTF-8'
+    if problem:
+        raise exception.InvalidMenuUrl(url=url, reason=problem)
     try:
         return script.check_token(encoded, 'boot menu URL')
     except exception.InvalidScriptValue as e:
@@ -134,35 +144,3 @@ def resolve(configured, image_properties=None, server_metadata=None,
             reason='boot_menu_url is not set and no %s override was given'
                    % OVERRIDE_KEY)
     return operator_url(configured), 'config'
-
-
-def identity(menu_nic, instance_uuid=None, hostname=None):
-    """The identity query parameters for the NIC that chains the menu."""
-    if menu_nic.ipv4:
-        ip = menu_nic.ipv4.ip
-    elif menu_nic.ipv6:
-        ip = menu_nic.ipv6.ip
-    else:
-        ip = script.Setting('${ip}')  # DHCP: known only at boot time
-    return [('uuid', script.check_uuid(instance_uuid)),
-            ('hostname', script.check_hostname(hostname)),
-            ('mac', menu_nic.mac), ('ip', ip)]
-
-
-def with_identity(url, params):
-    """Append ``params`` (ordered pairs) to the URL's query, encoded.
-
-    A :class:`nova_ipxe.script.Setting` value is placed as its iPXE
-    expansion; everything else is percent-encoded.
-    """
-    params = [(k, v) for k, v in params if v is not None]
-    if not params:
-        return url
-    query = '&'.join('%s=%s' % (k, v.expression if isinstance(
-        v, script.Setting) else urllib.parse.quote(str(v), safe=''))
-        for k, v in params)
-    sep = '&' if '?' in url else '?'
-    if url.endswith(('?', '&')):
-        sep = ''
-    return script.check_token(url + sep + query, 'boot menu URL',
-                              allow_settings=True)

@@ -42,6 +42,7 @@ from tools import stock
 REPO = stock.REPO
 BOOKWORM_ISO = stock.BOOKWORM_ISO
 BOOKWORM_LKRN = stock.BOOKWORM_LKRN
+BOOKWORM_EFI = '/usr/lib/ipxe/ipxe.efi'
 TRIXIE_DIR = stock.TRIXIE_DIR
 TRIXIE_ISO = stock.TRIXIE_ISO
 NETWORK_DATA = stock.NETWORK_DATA

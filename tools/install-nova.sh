@@ -1,28 +1,55 @@
 #!/bin/bash
-# The Nova venv for the libvirt driver's tests and bench: .venv-nova with
-# the real nova 34.x and what its own functional tests import, plus this
-# project installed as a regular (non-editable) package, because the shim
-# nova/virt/ipxe only works inside Nova's own site-packages (DESIGN 7b).
-# Tests then run from the source tree, whose nova_ipxe comes first on
-# sys.path. qemu-img (qemu-utils, in bindep.txt) is needed for real image
-# backends. Safe to run again; re-installs when a pin or setup.cfg changes.
+# A Nova venv for the libvirt driver's tests and bench:
+#
+#   tools/install-nova.sh [RELEASE]      (31, 32, 33 or 34; default 34)
+#
+# makes .venv-nova-RELEASE with the real Nova of that release and what its
+# own functional tests import (tools/nova-requirements/RELEASE.txt), plus
+# this project installed as a regular (non-editable) package, because the
+# shim nova/virt/ipxe only works inside Nova's own site-packages (doc/source/contributor/nova.rst). Tests then run from the source tree, whose nova_ipxe comes first on
+# sys.path. NOVA_PYTHON picks the interpreter (default python3), e.g.
+# NOVA_PYTHON=python3.13 for .venv-nova-34-py313 (the venv is named after
+# a non-default interpreter); NOVA_VENV overrides the name. .venv-nova is
+# kept as a link to .venv-nova-34 for older commands. qemu-img
+# (qemu-utils, in bindep.txt) is needed for real image backends. Safe to
+# run again; re-installs when a pin, setup.cfg or the shim changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { echo "install-nova: $*" >&2; }
 
-VENV=${NOVA_VENV:-.venv-nova}
-REQS=tools/nova-requirements.txt
+RELEASE=${1:-34}
+REQS=tools/nova-requirements/$RELEASE.txt
+if [ ! -f "$REQS" ]; then
+    log "no Nova release '$RELEASE' (supported: $(cd tools/nova-requirements &&
+        ls [0-9]*.txt | sed 's/\.txt$//' | tr '\n' ' '))"
+    exit 2
+fi
+PY=${NOVA_PYTHON:-python3}
+suffix=
+if [ "$PY" != python3 ]; then
+    # python3.13 -> py313
+    suffix=-py$(echo "${PY##*/}" | tr -dc 0-9)
+fi
+VENV=${NOVA_VENV:-.venv-nova-$RELEASE$suffix}
 
 if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV"
-    python3 -m venv "$VENV"
+    log "creating $VENV with $PY"
+    if [[ "$PY" == python3.* ]] && command -v pyenv >/dev/null; then
+        # pyenv's shim needs the version named: python3.13
+        # runs 3.13.x.
+        PYENV_VERSION=$(pyenv versions --bare | grep "^${PY#python}\." |
+            tail -1)
+        export PYENV_VERSION
+    fi
+    "$PY" -m venv "$VENV"
 fi
 stamp=$VENV/.nova-requirements.sha256
-want=$( (cat "$REQS" requirements.txt setup.cfg
+want=$( (cat "$REQS" tools/nova-requirements/common.txt requirements.txt \
+    setup.cfg
     find nova -name '*.py' -print0 | sort -z | xargs -0 cat) | sha256sum)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing nova and its test requirements into $VENV"
+    log "installing Nova $RELEASE and its test requirements into $VENV"
     start=$(date +%s)
     "$VENV/bin/pip" install -q -r "$REQS" -r requirements.txt
     # Non-editable: the shim must land in Nova's site-packages.
@@ -37,3 +64,10 @@ if [ ! -e "$site/etc/nova/api-paste.ini" ]; then
     mkdir -p "$site/etc"
     ln -sfn "$(cd "$VENV" && pwd)/etc/nova" "$site/etc/nova"
 fi
+if [ "$VENV" = .venv-nova-34 ] && { [ -L .venv-nova ] || [ ! -e .venv-nova ]; }
+then
+    ln -sfn .venv-nova-34 .venv-nova
+fi
+"$VENV/bin/python" -c 'import importlib.metadata as m, sys
+print("install-nova: %s: nova %s, Python %d.%d" % (sys.argv[1],
+      m.version("nova"), *sys.version_info[:2]))' "$VENV" >&2

@@ -34,7 +34,8 @@ log "pip install nova==21.2.4 os-xenapi==0.3.4 and test tools into $venv"
     grep -v -e '^WARNING: Location' -e 'dependency resolver' \
         -e 'requires oslo.service' >&2 || true
 "$venv/bin/pip" install -q --no-deps -e . >/dev/null 2>&1
-# The shim lives inside Nova's own package (DESIGN 7); an editable install
+# The shim lives inside Nova's own package (doc/source/contributor/
+# nova.rst); an editable install
 # does not put it there, so link this checkout's copy in.
 site=$("$venv/bin/python" -c 'import nova.virt, os; print(os.path.dirname(nova.virt.__file__))')
 ln -sfn "$PWD/nova/virt/ipxe" "$site/ipxe"

@@ -6,7 +6,9 @@
 # .venv, and each Nova suite in its own venv.
 # Run as root on Debian/Ubuntu. Extra arguments filter the core run
 # (stestr regexes), e.g. tools/run-tests.sh tests.unit; NOVA_IPXE_SUITES
-# picks suites (default: all), e.g. NOVA_IPXE_SUITES=core or "core docs".
+# picks suites (default: all): docs, core, pythons, nova21, nova, e.g.
+# NOVA_IPXE_SUITES=core or "core docs"; NOVA_RELEASES the Nova releases
+# of the nova suite (default "31 32 33 34").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -15,8 +17,11 @@ suites=${NOVA_IPXE_SUITES:-all}
 
 wanted() { [ "$suites" = all ] || [[ " $suites " == *" $1 "* ]]; }
 
-echo "== flake8"
+echo "== flake8, codespell, mypy (mypy-files.txt)"
 flake8
+codespell
+mypy $(cat mypy-files.txt)
+python tools/check_annotations.py
 
 # The guide and the release notes, warnings as errors (tox -e docs,
 # releasenotes), in .venv-docs.
@@ -51,40 +56,71 @@ suite() {
 # tests/__init__.py).
 wanted core && suite core .venv ./tests "$@"
 
+# The unit tier on the other Pythons of the supported Nova releases (the
+# core suites above ran on the system's 3.11), each in .venv-pyNNN
+# (tools/install-python.sh). NOVA_IPXE_PYTHONS picks them.
+if wanted pythons; then
+    for py in ${NOVA_IPXE_PYTHONS:-3.10 3.12 3.13}; do
+        start=$(date +%s)
+        tools/install-python.sh "$py"
+        echo "== unit-py$py: venv ready in $(( $(date +%s) - start )) s"
+        suite "unit-py$py" ".venv-py${py//./}" ./tests/unit
+    done
+fi
+
 # Nova 21 (XenAPI driver era) in .venv-nova21: the legacy 2013 chain.
 if wanted nova21; then
     tools/install-nova21.sh
     suite nova21 .venv-nova21 ./tests/nova21
 fi
 
-# ipxe.LibvirtDriver on the real Nova 34, in its own venv (.venv-nova):
+# ipxe.LibvirtDriver on every supported Nova (nova_ipxe/virt/release.py),
+# each release in its own venv (.venv-nova-RELEASE, tools/install-nova.sh):
 # our tests through Nova's functional harness (tests/nova), then a
 # representative subset of Nova's own functional libvirt tests with every
 # compute as ipxe.LibvirtDriver (tests/nova_upstream; the whole directory
 # with NOVA_UPSTREAM_TESTS=all). The subset includes the tests that wrap
 # _get_guest_config onto Nova's class (machine type, stateless firmware,
-# device bus migration).
-if wanted nova; then
-    tools/install-nova.sh
-    suite nova .venv-nova ./tests/nova --concurrency 2
-    upstream=${NOVA_UPSTREAM_TESTS:-'test_(machine_type|stateless_firmware|device_bus_migration|rescue_deleted_base|uefi|vif_model)\.'}
-    [ "$upstream" = all ] && upstream=
+# device bus migration). NOVA_RELEASES picks releases (default: all four).
+# Nova 34 runs tests/nova a second time on Python 3.13 (.venv-nova-34-py313).
+upstream=${NOVA_UPSTREAM_TESTS:-'test_(machine_type|stateless_firmware|device_bus_migration|rescue_deleted_base|uefi|vif_model)\.'}
+[ "$upstream" = all ] && upstream=
+nova_release() {
+    local release=$1 py=${2:-} venv=.venv-nova-$1 start
+    [ -n "$py" ] && venv=$venv-py${py//./}
+    start=$(date +%s)
+    NOVA_PYTHON=python${py:-3} tools/install-nova.sh "$release"
+    echo "== nova-$release${py:+-py$py}: venv ready in $(( $(date +%s) - start )) s"
+    suite "nova-$release${py:+-py$py}" "$venv" ./tests/nova --concurrency 2
+    [ -n "$py" ] && return
     # That one fails with Nova's stock driver too (7 != 6 verified image
     # properties in _assert_guest_config), here as with ours.
-    suite nova-upstream .venv-nova ./tests/nova_upstream --concurrency 2 \
+    suite "nova-upstream-$release" "$venv" ./tests/nova_upstream \
+        --concurrency 2 \
         --exclude-regex 'test_machine_type_and_bus_and_model_migration' \
         $upstream
+}
+if wanted nova; then
+    for release in ${NOVA_RELEASES:-31 32 33 34}; do
+        nova_release "$release"
+    done
+    if [[ " ${NOVA_RELEASES:-34} " == *" 34 "* ]]; then
+        nova_release 34 3.13
+    fi
 fi
 
 # A real compute host: Nova's services with ipxe.LibvirtDriver on a real
-# libvirtd and QEMU in a network namespace (tests/realhost). One test
-# process (the tests share the host). REALHOST_VENV picks the Nova venv.
+# libvirtd and QEMU in a network namespace (tests/realhost), on each Nova
+# release of REALHOST_RELEASES (default 33 and 34), in that release's
+# venv. One test process per release (the tests share the host).
 if wanted realhost; then
-    tools/install-nova.sh
-    venv=${REALHOST_VENV:-.venv-nova}
-    "$venv/bin/python" -c 'import libvirt' 2>/dev/null ||
-        "$venv/bin/pip" install -q -r tools/realhost-requirements.txt
-    suite realhost "$venv" ./tests/realhost --concurrency 1
+    for release in ${REALHOST_RELEASES:-33 34}; do
+        tools/install-nova.sh "$release"
+        venv=.venv-nova-$release
+        "$venv/bin/python" -c 'import libvirt' 2>/dev/null ||
+            "$venv/bin/pip" install -q -r tools/realhost-requirements.txt
+        suite "realhost-$release" "$venv" ./tests/realhost --concurrency 1
+    done
 fi
 
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then

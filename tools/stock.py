@@ -13,7 +13,7 @@
 """Where the stock iPXE builds and the sample instance live.
 
 The one place that names them: the labs, the demo and the tests
-(``tests/fixtures.py``) read these paths.  ``tools/install-deps.sh``
+(``tests/samples.py``) read these paths.  ``tools/install-deps.sh``
 installs Debian bookworm's ``ipxe`` package and fetches trixie's
 (``tools/fetch-trixie-ipxe.sh``) into ``.cache/trixie-ipxe``.
 """

@@ -18,6 +18,8 @@ image's menu URL override from system_metadata, and the server metadata.
 Reads the instance's attributes only; imports nothing from Nova.
 """
 
+import typing
+
 from nova_ipxe import builder
 from nova_ipxe import menuurl
 from nova_ipxe.virt import netinfo
@@ -27,13 +29,15 @@ from nova_ipxe.virt import netinfo
 SYSMETA_MENU_URL = 'image_' + menuurl.OVERRIDE_KEY
 
 
-def image_properties(instance):
+def image_properties(instance: typing.Any) -> typing.Dict[str, str]:
     """The instance's image properties that the script reads."""
     value = (instance.system_metadata or {}).get(SYSMETA_MENU_URL)
     return {menuurl.OVERRIDE_KEY: value} if value else {}
 
 
-def spec(instance, network_info, dhcp, image_props=None):
+def spec(instance: typing.Any, network_info: typing.Any, dhcp: str,
+         image_props: typing.Optional[typing.Mapping[str, typing.Any]] = None
+         ) -> builder.Instance:
     """The :class:`builder.Instance` for ``instance`` on ``network_info``.
 
     :param dhcp: ``[ipxe] dhcp_subnets``.

@@ -21,7 +21,8 @@ legacy rescue take the installed OS), and a per-instance ISO built from
 Nova's cached copy of the image, attached as a CD that boots first.
 Every other instance is left to the stock driver untouched.
 
-Override points (Nova 34, see DESIGN.md 7b and ``NOVA_OVERRIDES``):
+Override points (Nova 31 to 34, see doc/source/contributor/nova.rst;
+their signatures per release are in :mod:`nova_ipxe.virt.release`):
 
 * ``_create_and_inject_local_root``: fetch the ISO into ``_base`` with
   Nova's own cache and lock, then create the blank ``disk``;
@@ -38,7 +39,8 @@ Override points (Nova 34, see DESIGN.md 7b and ``NOVA_OVERRIDES``):
   ``_base`` copy fetched with the source host as fallback, as Nova's own
   disks are) after Nova creates missing files there as zeros;
 * ``_needs_rebase_original_qcow2_image``: never rebase an unshelved OS
-  disk onto the ISO.
+  disk onto the ISO;
+* ``init_host``: log the Nova release, refuse an untested one.
 """
 
 import copy
@@ -66,7 +68,9 @@ from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import esp
 from nova_ipxe import exception
 from nova_ipxe import menuurl
+from nova_ipxe.virt import errors
 from nova_ipxe.virt import instance as ipxe_instance
+from nova_ipxe.virt import release
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
@@ -94,39 +98,6 @@ FAIL_TASK_STATES = (task_states.SPAWNING, task_states.REBUILD_SPAWNING,
 LOADER_SECURE_WITH_AUTOSELECTION = (9, 2, 0)
 # Image backends whose root disk is a file in the instance directory.
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
-
-# The Nova methods this class overrides, with the signature it was written
-# against; tests/unit/virt/test_libvirt.py fails when Nova changes one.
-NOVA_OVERRIDES = {
-    '_create_and_inject_local_root': (
-        'self, context, instance, disk_mapping, booted_from_volume, '
-        'suffix, disk_images, injection_info, fallback_from_host'),
-    '_get_guest_xml': (
-        'self, context, instance, network_info, disk_info, image_meta, '
-        'rescue=None, block_device_info=None, mdevs=None, accel_info=None, '
-        'share_info=None, old_guest=None'),
-    '_get_guest_storage_config': (
-        'self, context, instance, image_meta, disk_info, rescue, '
-        'block_device_info, flavor, os_type'),
-    'default_device_names_for_instance': (
-        'self, instance, root_device_name, *block_device_lists'),
-    'get_device_name_for_instance': 'self, instance, bdms, block_device_obj',
-    'pre_live_migration': (
-        'self, context, instance, block_device_info, network_info, '
-        'disk_info, migrate_data'),
-    '_needs_rebase_original_qcow2_image': 'self, instance, backend',
-}
-SUPPORTED_NOVA = '34.x (2026.2); tested with 34.0.0'
-
-
-class IpxeBootFailed(nova_exception.ImageUnacceptable):
-    """The per-instance ISO could not be built.
-
-    An ImageUnacceptable, so that the compute manager aborts the build
-    (no reschedule) with this message in the tenant-visible fault; the
-    message is the core error's ``safe_message`` (no host path, no option
-    value), the detailed one goes to the log.
-    """
 
 
 def _props(image_meta):
@@ -190,14 +161,17 @@ def _is_iso(path):
         return False
 
 
-def _fail(error, instance, image_id):
-    LOG.error('nova-ipxe: %s', error, instance=instance)
-    raise IpxeBootFailed(image_id=image_id,
-                         reason=error.safe_message) from error
-
-
 class LibvirtDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver with iPXE ISO boot."""
+
+    def init_host(self, host):
+        # Before Nova's own checks: a half-working driver on a Nova it
+        # was not tested with is worse than one that does not start.
+        version = release.nova_version()
+        tested, message = release.check(version,
+                                        CONF.ipxe.allow_untested_nova)
+        (LOG.info if tested else LOG.warning)('nova-ipxe: %s', message)
+        return super().init_host(host)
 
     # -- which instances are ours ----------------------------------------
 
@@ -217,7 +191,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 block_device_info):
             return False
         if check and CONF.libvirt.images_type not in SUPPORTED_IMAGES_TYPES:
-            raise IpxeBootFailed(
+            raise errors.IpxeBootFailed(
                 image_id=instance.image_ref,
                 reason='iPXE ISO boot needs a file-based image backend on '
                        'the compute host (qcow2 or flat), not %s'
@@ -473,16 +447,16 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _get_guest_xml(self, context, instance, network_info, disk_info,
                        image_meta, rescue=None, block_device_info=None,
-                       mdevs=None, accel_info=None, share_info=None,
-                       old_guest=None):
+                       **kwargs):
+        # The rest differs between releases (old_guest since Nova 33,
+        # release.OVERRIDES) and Nova passes it by name: passed on as
+        # Nova's caller gave it.
         disk_info = self._ipxe_disk_info(context, instance, network_info,
                                          disk_info, image_meta, rescue,
                                          block_device_info)
         xml = super()._get_guest_xml(
             context, instance, network_info, disk_info, image_meta,
-            rescue=rescue, block_device_info=block_device_info, mdevs=mdevs,
-            accel_info=accel_info, share_info=share_info,
-            old_guest=old_guest)
+            rescue=rescue, block_device_info=block_device_info, **kwargs)
         if (self._ipxe_layout(instance, image_meta, block_device_info)
                 and not self._host.has_min_version(
                     LOADER_SECURE_WITH_AUTOSELECTION)):
@@ -619,7 +593,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         except exception.NovaIpxeError as e:
             if instance.task_state in FAIL_TASK_STATES:
                 self._remove(output, instance)
-                _fail(e, instance, image_id)
+                errors.reraise(e, instance, image_id)
             LOG.error('nova-ipxe: %s', e, instance=instance)
             return self._keep_built(instance, output,
                                     'the ISO could not be rebuilt')
@@ -677,9 +651,9 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                 instance, migrate_data)
             if not os.path.exists(self._base_path(instance.image_ref)):
                 # Nova fetches its own disks with the source as fallback
-                # (fallback_from_host=instance.host, driver.py:12174 in
-                # Nova 34): the ISO too, or an image deleted from Glance
-                # would fail the migration here.
+                # (fallback_from_host=instance.host in its own
+                # pre_live_migration): the ISO too, or an image deleted
+                # from Glance would fail the migration here.
                 self._fetch_base(context, instance, instance.image_ref,
                                  fallback_from_host=instance.host)
             uefi, secure = self._firmware(instance.image_meta)

@@ -29,6 +29,7 @@ moved here; :mod:`nova_ipxe.netdata` validates every one of them.
 """
 
 import ipaddress
+import typing
 
 from nova_ipxe import exception
 
@@ -126,7 +127,9 @@ def _asks_dhcp(subnet):
     return bool(meta.get('enable_dhcp') or meta.get('dhcp_server'))
 
 
-def network_data(network_info, dhcp=DHCP_STATIC):
+def network_data(network_info: typing.Any, dhcp: str = DHCP_STATIC
+                 ) -> typing.Tuple[typing.Dict[str, typing.Any],
+                                   typing.Dict[str, str]]:
     """Convert ``network_info`` into ``(network_data, network_names)``.
 
     :param dhcp: ``static`` (default): every fixed IP is configured
@@ -141,7 +144,10 @@ def network_data(network_info, dhcp=DHCP_STATIC):
         raise exception.ConfigError(reason='dhcp_subnets must be one of %s, '
                                            'not %r' % (', '.join(
                                                DHCP_CHOICES), dhcp))
-    links, networks, services, names = [], [], [], {}
+    links: typing.List[typing.Dict[str, typing.Any]] = []
+    networks: typing.List[typing.Dict[str, typing.Any]] = []
+    services: typing.List[typing.Dict[str, typing.Any]] = []
+    names: typing.Dict[str, str] = {}
     dns_seen = set()
     for n, vif in enumerate(_list(network_info, 'network_info', MAX_VIFS)):
         vfield = 'network_info[%d]' % n

@@ -30,7 +30,9 @@ Works on the ``XenAPI`` client library (PyPI ``XenAPI.Session``, as the
 """
 
 import json
+import os
 import time
+import typing
 import urllib.parse
 import xmlrpc.client
 
@@ -75,8 +77,13 @@ def _raise_xapi_error(error, cls, call, **kwargs):
               **kwargs) from error
 
 
-def connect(url, username, password, originator='nova-ipxe',
-            ignore_ssl=False):
+# The ISO to upload: bytes, or a binary file at its start.
+IsoData = typing.Union[bytes, bytearray, memoryview, typing.BinaryIO]
+
+
+def connect(url: str, username: str, password: str,
+            originator: str = 'nova-ipxe',
+            ignore_ssl: bool = False) -> typing.Any:
     """A logged-in ``XenAPI.Session``; a clear error when that fails."""
     session = XenAPI.Session(url, ignore_ssl=ignore_ssl)
     try:
@@ -97,8 +104,9 @@ class Xapi:
         ``XenAPI.Session``; os-xenapi's session knows its own).
     """
 
-    def __init__(self, session, url=None, ca_file=None, insecure=False,
-                 timeout=120):
+    def __init__(self, session: typing.Any, url: typing.Optional[str] = None,
+                 ca_file: typing.Optional[str] = None, insecure: bool = False,
+                 timeout: float = 120) -> None:
         self.session = session
         # os-xenapi's session keeps its URL; a XenAPI.Session (an XML-RPC
         # proxy, whose every attribute is a remote method) does not.
@@ -112,13 +120,14 @@ class Xapi:
         self._os_xenapi = hasattr(type(session), 'call_xenapi')
 
     @classmethod
-    def from_conf(cls, session, conf, url=None):
+    def from_conf(cls, session: typing.Any, conf: typing.Any,
+                  url: typing.Optional[str] = None) -> 'Xapi':
         opts = conf.ipxe
         return cls(session, url=url, ca_file=opts.xenapi_ca_file,
                    insecure=opts.xenapi_insecure,
                    timeout=opts.xenapi_upload_timeout)
 
-    def call(self, method, *args):
+    def call(self, method: str, *args: typing.Any) -> typing.Any:
         try:
             if self._os_xenapi:
                 return self.session.call_xenapi(method, *args)
@@ -126,14 +135,14 @@ class Xapi:
         except Exception as e:
             _raise_xapi_error(e, exception.XapiError, method)
 
-    def session_id(self):
+    def session_id(self) -> str:
         if self._os_xenapi:
             return self.session.get_session_id()
         return self.session._session
 
     # -- the steps -----------------------------------------------------
 
-    def find_sr(self, name=None):
+    def find_sr(self, name: typing.Optional[str] = None) -> str:
         """The SR by UUID or name label; default: the pool's default."""
         if name:
             try:
@@ -156,7 +165,8 @@ class Xapi:
                 details='the pool has no default SR; set [ipxe] xenapi_sr')
         return sr
 
-    def create_vdi(self, sr_ref, size, instance_uuid, label):
+    def create_vdi(self, sr_ref: str, size: int, instance_uuid: str,
+                   label: str) -> str:
         virtual_size = -(-size // SECTOR) * SECTOR
         return self.call('VDI.create', {
             'name_label': label,
@@ -172,8 +182,12 @@ class Xapi:
             'tags': [],
         })
 
-    def upload(self, vdi_ref, data):
-        """PUT ``data`` into the VDI through ``/import_raw_vdi``."""
+    def upload(self, vdi_ref: str, data: IsoData) -> None:
+        """PUT ``data`` into the VDI through ``/import_raw_vdi``.
+
+        :param data: bytes, or a binary file at its start (streamed from
+            disk, never read into memory).
+        """
         task = self.call('task.create', 'nova-ipxe ISO upload',
                          'import_raw_vdi for %s' % vdi_ref)
         try:
@@ -183,7 +197,8 @@ class Xapi:
             url = '%s/import_raw_vdi?%s' % (self.url.rstrip('/'), query)
             try:
                 resp = requests.put(
-                    url, data=bytes(data), verify=self.verify,
+                    url, data=data if hasattr(data, 'read') else bytes(data),
+                    verify=self.verify,
                     timeout=self.timeout,
                     headers={'Content-Type': 'application/octet-stream'})
             except requests.RequestException as e:
@@ -206,7 +221,7 @@ class Xapi:
             except exception.XapiError as e:
                 LOG.warning('Could not destroy XAPI task %s: %s', task, e)
 
-    def wait_for_task(self, task, vdi_ref):
+    def wait_for_task(self, task: str, vdi_ref: str) -> None:
         deadline = time.monotonic() + self.timeout
         delay = TASK_POLL[0]
         while True:
@@ -226,8 +241,8 @@ class Xapi:
             time.sleep(delay)
             delay = min(delay * 2, TASK_POLL[1])
 
-    def create_cd_vbd(self, vm_ref, vdi_ref, instance_uuid,
-                      userdevice=CD_USERDEVICE):
+    def create_cd_vbd(self, vm_ref: str, vdi_ref: str, instance_uuid: str,
+                      userdevice: str = CD_USERDEVICE) -> str:
         return self.call('VBD.create', {
             'VM': vm_ref,
             'VDI': vdi_ref,
@@ -242,7 +257,7 @@ class Xapi:
             'qos_algorithm_params': {},
         })
 
-    def boot_cd_first(self, vm_ref):
+    def boot_cd_first(self, vm_ref: str) -> None:
         params = dict(self.call('VM.get_HVM_boot_params', vm_ref))
         order = params.get('order') or 'c'
         wanted = 'd' + order.replace('d', '')
@@ -250,11 +265,12 @@ class Xapi:
             params['order'] = wanted
             self.call('VM.set_HVM_boot_params', vm_ref, params)
 
-    def is_ours(self, ref, cls):
+    def is_ours(self, ref: str, cls: str) -> bool:
         other = self.call('%s.get_other_config' % cls, ref) or {}
         return OWNER_KEY in other
 
-    def our_cds(self, vm_ref):
+    def our_cds(self, vm_ref: str
+                ) -> typing.List[typing.Tuple[str, typing.Optional[str]]]:
         """[(VBD ref, VDI ref or None)] of the CDs nova-ipxe attached."""
         found = []
         for vbd in self.call('VM.get_VBDs', vm_ref):
@@ -265,7 +281,7 @@ class Xapi:
                               else vdi))
         return found
 
-    def destroy_vbd(self, vbd_ref):
+    def destroy_vbd(self, vbd_ref: str) -> None:
         if self.call('VBD.get_currently_attached', vbd_ref):
             self.call('VBD.unplug', vbd_ref)
         self.call('VBD.destroy', vbd_ref)
@@ -281,28 +297,41 @@ def _undo(xapi, created):
                       cls, ref, e)
 
 
-def import_iso(xapi, data, instance_uuid, sr_ref=None, sr_name=None):
+def _size(data):
+    """The length of bytes, or of a binary file from its start."""
+    if hasattr(data, 'fileno'):
+        return os.fstat(data.fileno()).st_size
+    return len(data)
+
+
+def import_iso(xapi: Xapi, data: IsoData, instance_uuid: str,
+               sr_ref: typing.Optional[str] = None,
+               sr_name: typing.Optional[str] = None) -> str:
     """Create a VDI holding ``data``; on failure nothing is left.
 
+    :param data: the ISO: bytes, or a binary file at its start.
     :returns: the VDI's ref.
     """
     created = []
+    size = _size(data)
     try:
         sr_ref = sr_ref or xapi.find_sr(sr_name)
-        vdi = xapi.create_vdi(sr_ref, len(data), instance_uuid,
+        vdi = xapi.create_vdi(sr_ref, size, instance_uuid,
                               'nova-ipxe ISO %s' % instance_uuid)
         created.append(('VDI', vdi))
         xapi.upload(vdi, data)
     except BaseException:
         _undo(xapi, created)
         raise
-    LOG.debug('Uploaded %d bytes into VDI %s for %s', len(data), vdi,
+    LOG.debug('Uploaded %d bytes into VDI %s for %s', size, vdi,
               instance_uuid)
     return vdi
 
 
-def attach_iso(xapi, vm_ref, data, instance_uuid, sr_ref=None,
-               sr_name=None, userdevice=CD_USERDEVICE):
+def attach_iso(xapi: Xapi, vm_ref: str, data: IsoData, instance_uuid: str,
+               sr_ref: typing.Optional[str] = None,
+               sr_name: typing.Optional[str] = None,
+               userdevice: str = CD_USERDEVICE) -> typing.Tuple[str, str]:
     """Attach ``data`` (an ISO) to the halted VM as its boot CD.
 
     A CD attached earlier by nova-ipxe is replaced once the new one has
@@ -334,7 +363,7 @@ def attach_iso(xapi, vm_ref, data, instance_uuid, sr_ref=None,
     return vbd, vdi
 
 
-def detach_iso(xapi, vm_ref):
+def detach_iso(xapi: Xapi, vm_ref: str) -> int:
     """Remove the CDs nova-ipxe attached to the VM, and their VDIs."""
     removed = 0
     for vbd, vdi in xapi.our_cds(vm_ref):
@@ -345,7 +374,9 @@ def detach_iso(xapi, vm_ref):
     return removed
 
 
-def destroy_instance_isos(xapi, instance_uuid, sr_ref=None, sr_name=None):
+def destroy_instance_isos(xapi: Xapi, instance_uuid: str,
+                          sr_ref: typing.Optional[str] = None,
+                          sr_name: typing.Optional[str] = None) -> int:
     """Destroy the instance's nova-ipxe VDIs that no VM uses any more.
 
     For after a VM's destruction: XAPI destroys a VM's VBDs with it but
@@ -366,7 +397,8 @@ def destroy_instance_isos(xapi, instance_uuid, sr_ref=None, sr_name=None):
     return removed
 
 
-def plugin_version(xapi, host_ref=None):
+def plugin_version(xapi: Xapi, host_ref: typing.Optional[str] = None
+                   ) -> typing.Dict[str, typing.Any]:
     """Ask the dom0 plugin for its version (a JSON call).
 
     :returns: the plugin's answer, a dict with ``version`` and ``tools``.

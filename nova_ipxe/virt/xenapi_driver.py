@@ -20,15 +20,19 @@ creating the VM record and booting it), without dom0's help:
 
 * ``_get_vdis_for_instance``: Nova's own copy of the ISO into a VDI is
   skipped (the per-instance ISO replaces it);
-* ``_attach_disks`` (it has ``network_info``): the ISO is fetched with
-  Nova's image API and the request's context, the instance's script is
-  rendered from ``network_info`` (:mod:`nova_ipxe.virt.netinfo`, as the
-  libvirt driver does), the ISO is built in memory and uploaded into a VDI
-  through XAPI's ``/import_raw_vdi`` (:mod:`nova_ipxe.virt.xenapi`); then
-  Nova's stock code attaches it as the CD (userdevice 1, boot order
-  ``dc``) beside the blank root disk of the flavor's size;
+* ``_attach_disks`` (it has ``network_info``): the ISO comes from the
+  base-ISO cache (:mod:`nova_ipxe.cache`, fetched with Nova's image API
+  and the request's context, :mod:`nova_ipxe.virt.imageapi`), the
+  instance's script is rendered from ``network_info``
+  (:mod:`nova_ipxe.virt.netinfo`, as the libvirt driver does), the ISO is
+  built into a file beside the cache and streamed into a VDI through
+  XAPI's ``/import_raw_vdi`` (:mod:`nova_ipxe.virt.xenapi`); then Nova's
+  stock code attaches it as the CD (userdevice 1, boot order ``dc``)
+  beside the blank root disk of the flavor's size;
 * ``[ipxe] on_build_failure = stock`` boots Nova's own copy of the
-  unmodified ISO instead; ``fail`` fails the spawn, leaving no VDI;
+  unmodified ISO instead; ``fail`` fails the spawn, leaving no VDI, with
+  the error Nova sees chosen by :mod:`nova_ipxe.virt.errors` (as on
+  libvirt);
 * rescue with an iPXE image puts the rescue VM's CD on userdevice 0
   (``_attach_rescue_cd``): Nova's rescue puts the server's disk on 1,
   where an ISO-booted VM has its CD;
@@ -39,7 +43,8 @@ creating the VM record and booting it), without dom0's help:
 Nova's stock ``handle_ipxe_iso`` (the 2013 plugin chain) is never reached
 for these instances: it only runs when Nova fetched the ISO itself.
 
-The driver also repairs os-xenapi 0.3.4 for Python 3 (DESIGN 8): its
+The driver also repairs os-xenapi 0.3.4 for Python 3
+(doc/source/contributor/nova.rst): its
 ``call_plugin_serialized`` sends a Python 3 pickle as bytes and
 ``pickle.loads()`` dom0's answer, a str, which raises TypeError, and
 ``XenAPISession.__init__`` makes such a call (the plugin version check),
@@ -48,9 +53,10 @@ so stock Nova 21's driver cannot start against XAPI on Python 3.
 plugins read, and reads their protocol 0 text answers.
 """
 
-import hashlib
-import io
+import contextlib
+import os
 import pickle
+import tempfile
 
 from nova.i18n import _
 from nova.image import glance
@@ -67,30 +73,17 @@ from os_xenapi.client import session as xenapi_session
 from oslo_log import log as logging
 
 from nova_ipxe import builder
+from nova_ipxe import cache
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
+from nova_ipxe.virt import errors
+from nova_ipxe.virt import imageapi
 from nova_ipxe.virt import instance as ipxe_instance
 from nova_ipxe.virt import xenapi
 
 LOG = logging.getLogger(__name__)
 CONF = ipxe_conf.CONF
 IMAGE_API = glance.API()
-
-
-class _CappedBuffer(io.BytesIO):
-    """Refuses to grow past ``[ipxe] max_iso_size`` while downloading."""
-
-    def __init__(self, image_id, limit):
-        super().__init__()
-        self.image_id = image_id
-        self.limit = limit
-
-    def write(self, data):
-        if self.tell() + len(data) > self.limit:
-            raise exception.ImageTooLarge(
-                source='Glance image %s' % self.image_id,
-                size='more than %d' % self.limit, limit=self.limit)
-        return super().write(data)
 
 
 def wants_ipxe(image_meta, disk_image_type):
@@ -101,6 +94,10 @@ def wants_ipxe(image_meta, disk_image_type):
 
 
 class IpxeVMOps(vmops.VMOps):
+
+    def __init__(self, session, virtapi):
+        super().__init__(session, virtapi)
+        self._cache = None
 
     def _get_vdis_for_instance(self, context, instance, name_label,
                                image_meta, image_type, block_device_info):
@@ -170,13 +167,16 @@ class IpxeVMOps(vmops.VMOps):
     def _ipxe_iso_vdi(self, context, instance, image_meta, name_label,
                       disk_image_type, network_info):
         try:
-            data = self._build_iso(context, instance, image_meta,
-                                   network_info)
-            xapi = xenapi.Xapi.from_conf(self._session, CONF)
-            ref = xenapi.import_iso(xapi, data, instance.uuid,
-                                    sr_name=CONF.ipxe.xenapi_sr)
+            with self._built_iso(context, instance, image_meta,
+                                 network_info) as iso:
+                xapi = xenapi.Xapi.from_conf(self._session, CONF)
+                ref = xenapi.import_iso(xapi, iso, instance.uuid,
+                                        sr_name=CONF.ipxe.xenapi_sr)
         except exception.NovaIpxeError as e:
-            builder.stock_on_failure(e)  # re-raises unless "stock"
+            try:
+                builder.stock_on_failure(e)  # re-raises unless "stock"
+            except exception.NovaIpxeError:
+                errors.reraise(e, instance, image_meta.id)
             stock = vm_utils.create_image(
                 context, self._session, instance, name_label, image_meta.id,
                 disk_image_type, self.image_handler)['iso']
@@ -186,25 +186,41 @@ class IpxeVMOps(vmops.VMOps):
         return {'uuid': self._session.call_xenapi('VDI.get_uuid', ref),
                 'ref': ref, 'file': None}
 
-    def _build_iso(self, context, instance, image_meta, network_info):
+    def _base_cache(self):
+        # Made on first use, so that a cache_dir this host cannot write
+        # fails the spawn that needs it, with the reason (CacheError).
+        if self._cache is None:
+            self._cache = cache.BaseIsoCache.from_conf(CONF)
+        return self._cache
+
+    @contextlib.contextmanager
+    def _built_iso(self, context, instance, image_meta, network_info):
+        """The per-instance ISO, in a temporary file open for reading.
+
+        The base ISO comes from the base-ISO cache, as for the nova-ipxe
+        command: streamed to disk and verified against Glance's hash
+        once per image and hash, shared by every spawn and rescue on the
+        host, bounded by ``[ipxe] cache_max_size``.  The parse is shared
+        the same way (keyed by the image and its hash), and the built ISO
+        is streamed from disk into the VDI.
+        """
         opts = CONF.ipxe
-        data = _CappedBuffer(image_meta.id, opts.max_iso_size)
-        IMAGE_API.download(context, image_meta.id, data=data)
-        # Keyed by the hash of what was downloaded, not by what Glance
-        # says it is: a spawn or rescue from the same bytes reuses the
-        # parse, the capability reading and the build template.  Bytes,
-        # not the buffer: the parsed base outlives this request.
-        data = data.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
-        base = builder.PARSED_BASES.get_data(
-            ('glance', image_meta.id, digest), data,
-            'Glance image %s' % image_meta.id, CONF)
+        client = imageapi.NovaImageClient(IMAGE_API, context)
         spec = ipxe_instance.spec(instance, network_info, opts.dhcp_subnets)
-        built, _, rendered = builder.build_iso_bytes(base, spec, CONF)
-        LOG.info('Built the iPXE ISO (%d bytes, menu from %s) from image '
-                 '%s', len(built), rendered.menu_url_source, image_meta.id,
-                 instance=instance)
-        return built
+        base_cache = self._base_cache()
+        with base_cache.get(client, image_meta.id,
+                            opts.max_iso_size) as entry:
+            base = builder.PARSED_BASES.get(
+                entry.info.cache_key, entry.path, CONF,
+                name='Glance image %s' % entry.info.id)
+            # Beside the cache, on the disk sized for ISOs (not /tmp,
+            # which may be memory).
+            with tempfile.TemporaryDirectory(
+                    prefix='.build-', dir=base_cache.directory) as tmp:
+                output = os.path.join(tmp, 'ipxe.iso')
+                builder.build_iso(base, spec, output, CONF)
+                with open(output, 'rb') as iso:
+                    yield iso
 
     def _destroy(self, instance, vm_ref, network_info=None,
                  destroy_disks=True, block_device_info=None):

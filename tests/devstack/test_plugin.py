@@ -37,6 +37,7 @@ from nova_ipxe import builder
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import image
 from nova_ipxe import menuurl
+from nova_ipxe.virt import release
 from tests import base
 from tests import samples
 from tests.unit import ipxe_syntax
@@ -74,6 +75,8 @@ class PluginTestCase(base.TestCase):
         os.makedirs(self.nova_virt)
         for d in ('nova', 'nova/virt'):
             open(os.path.join(self.nova_src, d, '__init__.py'), 'w').close()
+        # ...with its metadata, as its editable install leaves it.
+        self.nova_release('34.0.0')
         etc = os.path.join(root, 'etc', 'nova')
         os.makedirs(etc)
         self.nova_conf = os.path.join(etc, 'nova.conf')
@@ -112,6 +115,15 @@ class PluginTestCase(base.TestCase):
         }
 
     # -- helpers ----------------------------------------------------------
+
+    def nova_release(self, version):
+        for old in glob.glob(os.path.join(self.nova_src, 'nova-*.dist-info')):
+            shutil.rmtree(old)
+        info = os.path.join(self.nova_src, 'nova-%s.dist-info' % version)
+        os.mkdir(info)
+        with open(os.path.join(info, 'METADATA'), 'w') as f:
+            f.write('Metadata-Version: 2.1\nName: nova\nVersion: %s\n'
+                    % version)
 
     def save_cloud(self, state):
         with open(self.cloud_file, 'w') as f:
@@ -210,6 +222,30 @@ class TestStack(PluginTestCase):
             os.path.join(samples.REPO, 'nova', 'virt', 'ipxe', '__init__.py'),
             os.path.realpath(out[0]))
         self.assertEqual("['LibvirtDriver', 'XenAPIDriver']", out[1])
+
+    def test_every_supported_nova_release(self):
+        # devstack's stable branches install these; nothing in the plugin
+        # depends on which.
+        for major, (series, version) in sorted(release.RELEASES.items()):
+            self.nova_release(version)
+            proc = self.run_phase('stack')
+            self.assertIn('ipxe.LibvirtDriver on Nova %s (%s)'
+                          % (version, series), proc.stdout)
+
+    def test_refuses_an_untested_nova_naming_the_supported_ones(self):
+        self.nova_release('35.0.0')
+        proc = self.run_phase('stack', check=False)
+        self.assertEqual(1, proc.returncode)
+        self.assertIn('not tested with Nova 35.0.0', proc.stderr)
+        self.assertIn(release.supported(), proc.stderr)
+        with open(self.nova_conf) as f:
+            self.assertEqual(NOVA_CONF, f.read())
+
+    def test_untested_nova_allowed(self):
+        self.nova_release('35.0.0')
+        self.run_phase('stack', NOVA_IPXE_ALLOW_UNTESTED_NOVA='True')
+        conf = self.read_nova_conf(self.nova_conf)
+        self.assertTrue(conf.ipxe.allow_untested_nova)
 
     def test_refuses_to_replace_a_foreign_nova_virt_ipxe(self):
         os.mkdir(os.path.join(self.nova_virt, 'ipxe'))

@@ -211,7 +211,7 @@ class BiosMenuTestCase(MenuBootTestCase):
         keys = os.path.join(self.tmp, 'menu-keys.json')
         with open(keys, 'w') as f:
             json.dump({'k1': 'an-older-key-0123456789', 'k2': KEY}, f)
-        # The menu server process inherits it (tools/menu_server.py).
+        # The menu server process inherits it (tools/bootlab/menu_server.py).
         self.useFixture(fixtures.EnvironmentVariable(
             'NIPXE_MENU_SIGNING_KEYS', keys))
         server, nics = self.lan(1)

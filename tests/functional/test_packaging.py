@@ -30,7 +30,7 @@ import zipfile
 from tests import base
 from tests import samples
 
-# DESIGN 7b: SQLAlchemy 2.1 breaks Nova 34.
+# SQLAlchemy 2.1 breaks Nova 34 (doc/source/contributor/nova.rst).
 NOVA_PINS = ['nova>=34.0.0,<35', 'SQLAlchemy<2.1']
 # What importing Nova's fake libvirt (nova.tests.fixtures) needs beyond
 # Nova itself.

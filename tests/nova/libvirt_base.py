@@ -426,6 +426,16 @@ class IpxeMoveBase(IpxeLifecycleBase):
             'nova.tests.fixtures.libvirt.Domain.migrateToURI3',
             self._migrate_stub))
 
+    def _live_migrate(self, server, migration_expected_state='completed',
+                      server_expected_state='ACTIVE', host=None):
+        # Nova 33's helper, which takes the destination: Nova 31's and
+        # 32's (integrated_helpers) always let the scheduler pick.
+        self.api.post_server_action(
+            server['id'],
+            {'os-migrateLive': {'host': host, 'block_migration': 'auto'}})
+        self._wait_for_migration_status(server, [migration_expected_state])
+        return self._wait_for_state_change(server, server_expected_state)
+
     def watch(self, hostname):
         """Record each ISO this compute's driver (this instance) builds."""
         drv = self.computes[hostname].driver

@@ -14,7 +14,7 @@
 
 A server is booted through the Nova API on a port of 192.0.2.0/24; the
 ISO file the driver wrote is then booted as it is in QEMU (TCG) on a
-network namespace with no DHCP (tools/bootlab.py, run as a subprocess:
+network namespace with no DHCP (tools/bootlab/, run as a subprocess:
 this process is eventlet-patched), whose menu server must see the
 port's own address and MAC.
 """

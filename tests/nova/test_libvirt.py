@@ -14,11 +14,13 @@
 
 import copy
 import os
+import urllib.parse
 
 from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_utils.fixture import uuidsentinel as uuids
 
+from nova_ipxe import signature
 from tests.nova import libvirt_base
 from tests import samples
 
@@ -88,6 +90,33 @@ class SpawnTestCase(libvirt_base.IpxeServersTestBase):
         self.assertEqual({'disk', 'disk.info', 'ipxe.iso', 'console.log'},
                          set(os.listdir(self.inst_dir(server))) | {
                              'console.log'})
+
+    def test_server_names_nova_makes_boot(self):
+        # Nova keeps Latin-1 letters in host names ("Café 1"
+        # becomes "café-1"); that used to fail the build.  Now the name is
+        # in the script and the signed identity in Punycode, and a name
+        # with no ASCII form is left out: the server boots either way.
+        self.flags(menu_signing_key='k' * 32, group='ipxe')
+        image_id = self.add_ipxe_image()
+        for name, want in (('Caf\u00e9 1', 'xn--caf-1-dsa'),
+                           ('\u00c5ngstr\u00f6m', 'xn--ngstrm-hua5l'),
+                           ('\u00e9' * 60, None)):
+            server = self.boot(image_id, name=name)
+            self.assertEqual('ACTIVE', server['status'])
+            script = script_of(os.path.join(self.inst_dir(server),
+                                            'ipxe.iso'))
+            url = [token for line in script.splitlines()
+                   if line.startswith('imgfetch ')
+                   for token in line.split() if token.startswith('http')][0]
+            parts = urllib.parse.urlsplit(url)
+            verified = signature.verify({'1': 'k' * 32}, parts.path,
+                                        parts.query)
+            self.assertEqual(want, verified.fields.get('hostname'), name)
+            if want:
+                self.assertIn('set hostname %s\n' % want, script)
+            else:
+                self.assertNotIn('set hostname', script)
+            self._delete_server(server)
 
     def test_delete_removes_every_file(self):
         image_id = self.add_ipxe_image()
@@ -504,6 +533,98 @@ class FailureTestCase(IpxeLifecycleBase):
         self.flags(images_type='rbd', group='libvirt')
         server = self.boot(expected_state='ERROR')
         self.assert_fault(server, 'file-based image backend', 'not rbd')
+
+
+class ErrorMappingTestCase(libvirt_base.IpxeMoveBase):
+    """What Nova does with a failed build, with two computes to go to.
+
+    nova_ipxe.virt.errors: the tenant's (or the configuration's) error
+    aborts the build where it failed; this host's failure sends it to the
+    other host.
+    """
+
+    # A regular file whose read fails in the kernel (EIO at offset 0).
+    FAILING_READ = '/proc/self/mem'
+
+    def setUp(self):
+        super().setUp()
+        # Base paths whose next build, on whichever host, fails to read.
+        self.failing_reads = []
+        for name in self.computes:
+            self.record_attempts(name)
+
+    def record_attempts(self, hostname):
+        """Record each ISO build a compute tries, with what Nova got."""
+        drv = self.computes[hostname].driver
+        real = drv._try_build
+
+        def try_build(*args):
+            event = {'op': 'attempt', 'host': hostname, 'outcome': 'built'}
+            self.events.append(event)
+            try:
+                if self.failing_reads:
+                    return self.with_failing_read(
+                        self.failing_reads.pop(), real, *args)
+                return real(*args)
+            except Exception as e:
+                event['outcome'] = type(e).__name__
+                raise
+        drv._try_build = try_build
+
+    def attempts(self):
+        return [(e['host'], e['outcome']) for e in self.events
+                if e['op'] == 'attempt']
+
+    def with_failing_read(self, base, build, *args):
+        """Run ``build`` with ``base`` failing to read, then restore it.
+
+        Nova's shared ``_base`` stands for this host's disk: the file is
+        back as soon as this host's build is over.
+        """
+        aside = base + '.aside'
+        os.rename(base, aside)
+        os.symlink(self.FAILING_READ, base)
+        try:
+            return build(*args)
+        finally:
+            os.unlink(base)
+            os.rename(aside, base)
+
+    def test_the_tenants_error_aborts_the_build(self):
+        path = os.path.join(self.tmp_dir(), 'plain.iso')
+        samples.write_iso(path, {('/README.TXT;1', '/readme.txt'):
+                                 b'hello'})
+        image = self.add_image(libvirt_base.read(path),
+                               image_id=uuids.plain, hw_ipxe_boot='true')
+        server = self.boot(image_id=image, expected_state='ERROR')
+        fault = server['fault']['message']
+        self.assertIn('aborted', fault)
+        self.assertIn('not a usable iPXE ISO', fault)
+        # Not tried on the other host.
+        (attempt,) = self.attempts()
+        self.assertEqual('IpxeBootFailed', attempt[1])
+
+    def test_the_operators_error_aborts_the_build(self):
+        self.flags(boot_menu_url=None, group='ipxe')
+        server = self.boot(expected_state='ERROR')
+        self.assertIn('contact the cloud operator',
+                      server['fault']['message'])
+        (attempt,) = self.attempts()
+        self.assertEqual('IpxeBootFailed', attempt[1])
+
+    def test_a_failing_read_of_the_base_reschedules(self):
+        # The first host to try cannot read its copy of the ISO: the
+        # other host builds it.
+        base = self.base_file(self.image_id)
+        self.failing_reads.append(base)
+        server = self.boot()
+        (failed, outcome), (built, last) = self.attempts()
+        self.assertEqual(('IpxeHostFailure', 'built'), (outcome, last))
+        self.assertNotEqual(failed, built)
+        self.assertEqual(built, server['OS-EXT-SRV-ATTR:host'])
+        self.assertTrue(os.path.isfile(base))
+        self.assertFalse(os.path.islink(base))
+        self.assertIn(libvirt_base.PORT_IP, script_of(self.iso(server)))
 
 
 class FirmwareTestCase(IpxeLifecycleBase):

@@ -76,7 +76,7 @@ class ColdMigrationTestCase(MoveTestBase):
         self.assertEqual(self.dest_iso(server), path)
         self.assertEqual(self.root_of('compute2'), build['instances_path'])
         # Nova copied our ISO over and turned it into qcow2
-        # (finish_migration, driver.py:13073): the build came after.
+        # (LibvirtDriver.finish_migration): the build came after.
         self.assertTrue(CONF.use_cow_images)
         converts = self.events_of('convert', since, path=path)
         self.assertTrue(converts, 'Nova no longer converts the ISO')
@@ -96,7 +96,7 @@ class ColdMigrationTestCase(MoveTestBase):
         self.assertFalse(os.path.exists(self.inst_dir(server) + '_resize'))
         # (Whether compute1 undefines its guest is not checked: Nova
         # compares instance.host with the process-wide CONF.host,
-        # _cleanup_resize, driver.py:2163.)
+        # in LibvirtDriver._cleanup_resize.)
         self.assertIn(server['id'], self.guests('compute2'))
         self.assertEqual(built, libvirt_base.sha256(self.dest_iso(server)))
         if self.own_storage_on_dest:
@@ -135,7 +135,8 @@ class NonSharedColdMigrationTestCase(ColdMigrationTestCase):
 
     def test_cold_migrate_after_the_image_left_glance(self):
         # finish_migration passes fallback_from_host=the source
-        # (driver.py:13022): compute2 copies the ISO's _base from there.
+        # (LibvirtDriver.finish_migration): compute2 copies the ISO's
+        # _base from there.
         server = self.boot_on('compute1')
         self.glance.delete(self.ctxt, self.image_id)
         self.migrate(server)
@@ -148,7 +149,7 @@ class NonSharedColdMigrationTestCase(ColdMigrationTestCase):
 class FlatColdMigrationTestCase(NonSharedColdMigrationTestCase):
     # Nova converts raw files to qcow2 on the destination of a cold
     # migration when use_cow_images is set (its default), flat backend
-    # or not (finish_migration, driver.py:13073): the ISO must come out
+    # or not (LibvirtDriver.finish_migration): the ISO must come out
     # raw all the same.
     images_type = 'flat'
 
@@ -201,8 +202,8 @@ class LiveMigrationTestCase(MoveTestBase):
         server, since, path = self.live_migrate(server)
         self.assertEqual(os.path.join(own, server['id'], 'ipxe.iso'), path)
         # Nova created the missing ISO as zeros first
-        # (_create_images_and_backing, driver.py:12347) and does not copy
-        # read-only disks (_live_migration_copy_disk_paths, 11657): what
+        # (LibvirtDriver._create_images_and_backing) and does not copy
+        # read-only disks (_live_migration_copy_disk_paths): what
         # the guest got is the build that replaced those zeros.
         zeros = self.events_of('create_image', since, path=path)
         self.assertEqual(1, len(zeros))
@@ -211,7 +212,7 @@ class LiveMigrationTestCase(MoveTestBase):
                             'build', since, path=path)[-1]))
         # Nova leaves the CD out of the block copy because we define it
         # read-only (fake libvirt's XMLDesc drops <readonly/>, so here
-        # Nova's list does include hda: fixtures/libvirt.py:1590).
+        # Nova's list does include hda: nova.tests.fixtures.libvirt).
         self.assertEqual([True], [d['readonly'] for d in self.disks(
             libvirt_base.ET.fromstring(booted)) if d['device'] == 'cdrom'])
         self.assertIn('vda', self.migrate_params[-1]['migrate_disks'])
@@ -308,7 +309,7 @@ class EvacuateTestCase(MoveTestBase):
                          libvirt_base.read(base))
         self.assertTrue(os.path.exists(os.path.join(src_dir, 'ipxe.iso')))
         self.source_back()
-        # Not shared: Nova's _destroy_evacuated_instances (manager.py:878)
+        # Not shared: Nova's ComputeManager._destroy_evacuated_instances
         # destroyed the source's copy, our ISO with the directory.
         self.assertFalse(os.path.exists(src_dir))
         self.assertEqual([], self.guests('compute1'))

@@ -16,10 +16,10 @@
 the XAPI stand-in's ``host.call_plugin`` -> our dom0 plugin, and the ISO
 it leaves in the SR booted in QEMU.
 
-What this proves about Python 3 (DESIGN 8): the plugin does its job, then
-os-xenapi's ``pickle.loads()`` of the answer (a str) raises TypeError, so
-the stock spawn step fails; the "tool missing" failure is the one path
-Nova handles (it boots the stock ISO).
+What this proves about Python 3 (doc/source/contributor/nova.rst): the
+plugin does its job, then os-xenapi's ``pickle.loads()`` of the answer
+(a str) raises TypeError, so the stock spawn step fails; the "tool
+missing" failure is the one path Nova handles (it boots the stock ISO).
 """
 
 import os

@@ -19,11 +19,19 @@ is loaded by Nova's ``load_compute_driver`` through the shim.  Nova's
 fake has no HTTP side, so only the ``/import_raw_vdi`` PUT and its task
 are replaced (by a function that stores the bytes against the fake VDI);
 that path runs for real against the XAPI stand-in in
-tests/unit/virt/test_xenapi.py.
+tests/functional/test_xenapi_boot.py.
 """
 
+import ast
+import hashlib
+import inspect
 import io
+import os
 
+import fixtures
+
+from nova.compute import manager
+from nova import exception as nova_exception
 from nova import objects
 from nova.tests.unit import fake_network
 from nova.tests.unit.image import fake as fake_image
@@ -35,15 +43,27 @@ from nova.virt.xenapi import vm_utils
 import pycdlib
 
 from nova_ipxe import builder
+from nova_ipxe import cache
 from nova_ipxe import conf as ipxe_conf
 from nova_ipxe import exception
 from nova_ipxe import iso
+from nova_ipxe.virt import errors
 from nova_ipxe.virt import xenapi
 from tests import samples
 
 REAL_DOWNLOAD = fake_image._FakeImageService.download
 IPXE_IMAGE = 'a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d'
 MENU = 'http://192.0.2.1:8080/menu.ipxe'
+# A regular file whose read fails in the kernel (EIO at offset 0): a
+# disk that fails under the cached ISO, without a broken disk.
+FAILING_READ = '/proc/self/mem'
+
+
+def glance_hashes(data):
+    """The hashes Glance records for an image."""
+    return {'checksum': hashlib.md5(data).hexdigest(),
+            'os_hash_algo': 'sha512',
+            'os_hash_value': hashlib.sha512(data).hexdigest()}
 
 
 def _script_of(iso_bytes):
@@ -74,8 +94,19 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.flags(boot_menu_url=MENU, group='ipxe')
         # Real bytes from Nova's fake Glance (the base class stubs the
         # download out).
+        self.downloads = []
+
+        def download(service, context, image_id, *args, **kwargs):
+            self.downloads.append(image_id)
+            return REAL_DOWNLOAD(service, context, image_id, *args,
+                                 **kwargs)
         self.stub_out('nova.tests.unit.image.fake._FakeImageService.'
-                      'download', REAL_DOWNLOAD)
+                      'download', download)
+        self.cache_dir = self.useFixture(fixtures.TempDir()).path
+        self.flags(cache_dir=self.cache_dir, group='ipxe')
+        # This test's own parsed bases: none from another test.
+        self.stub_out('nova_ipxe.builder.PARSED_BASES',
+                      builder.ParsedBases())
         with open(samples.BOOKWORM_ISO, 'rb') as f:
             self.iso = f.read()
         self.add_image(IPXE_IMAGE, self.iso, {'hw_ipxe_boot': 'true'})
@@ -90,10 +121,10 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.conn._session.is_local_connection = False
 
     def add_image(self, image_id, data, properties):
-        fake_image.FakeImageService().create(None, {
-            'id': image_id, 'name': 'ipxe-boot', 'disk_format': 'iso',
-            'container_format': 'bare', 'size': len(data),
-            'properties': properties}, data=io.BytesIO(data))
+        fake_image.FakeImageService().create(None, dict(
+            glance_hashes(data), id=image_id, name='ipxe-boot',
+            disk_format='iso', container_format='bare', size=len(data),
+            properties=properties), data=io.BytesIO(data))
         test_xenapi.IMAGE_FIXTURES[image_id] = {'image_meta': {
             'id': image_id, 'name': 'ipxe-boot', 'disk_format': 'iso',
             'container_format': 'bare', 'size': len(data),
@@ -102,8 +133,9 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
 
     def fake_upload(self, xapi, vdi_ref, data):
         rec = xenapi_fake.get_record('VDI', vdi_ref)
+        data = data.read()  # the driver streams a file
         assert len(data) <= int(rec['virtual_size'])
-        self.uploads[rec['uuid']] = bytes(data)
+        self.uploads[rec['uuid']] = data
 
     def our_vdis(self):
         return {ref: rec for ref, rec in
@@ -155,22 +187,129 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.assertEqual({}, self.uploads)
         self.assertEqual({}, self.our_vdis())
 
+    # -- what Nova sees (nova_ipxe.virt.errors) ----------------------------
+
+    def assert_aborts(self, e, cause):
+        """A build Nova aborts, with the tenant-safe message."""
+        self.assertIsInstance(e, errors.IpxeBootFailed)
+        self.assertTrue(aborts_build(e))
+        self.assertIsInstance(e.__cause__, cause)
+        self.assertIn(e.__cause__.safe_message, e.format_message())
+        self.assertNotIn(self.cache_dir, e.format_message())
+        return e.__cause__
+
+    def assert_reschedules(self, e, cause):
+        """A build Nova reschedules, saying the host failed."""
+        self.assertIsInstance(e, errors.IpxeHostFailure)
+        self.assertFalse(aborts_build(e))
+        self.assertIsInstance(e.__cause__, cause)
+        self.assertIn('could not be made on this host', e.format_message())
+        self.assertNotIn(self.cache_dir, e.format_message())
+        return e.__cause__
+
     def test_build_failure_fails_the_spawn_leaving_nothing(self):
         bad = 'b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e'
         self.add_image(bad, b'\0' * 65536, {'hw_ipxe_boot': 'true'})
-        e = self.assertRaises(exception.InvalidIso, self.spawn, bad)
-        self.assertIn('not a readable ISO 9660 image', e.safe_message)
+        e = self.assertRaises(errors.IpxeBootFailed, self.spawn, bad)
+        self.assert_aborts(e, exception.InvalidIso)
+        self.assertIn('not a readable ISO 9660 image', e.format_message())
         self.assertEqual({}, self.our_vdis())
         self.assertEqual([], self.conn.list_instances())
 
     def test_menu_the_iso_cannot_fetch_fails_the_spawn(self):
         # Bookworm's iPXE has no HTTPS: refused before any VDI exists.
         self.flags(boot_menu_url='https://boot.example/menu', group='ipxe')
-        e = self.assertRaises(exception.IpxeCapabilityMissing, self.spawn)
-        self.assertIn('no HTTPS', str(e))
-        self.assertNotIn('boot.example', e.safe_message)
+        e = self.assertRaises(errors.IpxeBootFailed, self.spawn)
+        cause = self.assert_aborts(e, exception.IpxeCapabilityMissing)
+        self.assertIn('no HTTPS', str(cause))
+        self.assertNotIn('boot.example', e.format_message())
         self.assertEqual({}, self.our_vdis())
         self.assertEqual({}, self.uploads)
+
+    def test_unreadable_cached_iso_is_the_hosts_fault(self):
+        # The cached copy fails to read on this host's disk: not the
+        # tenant's image, so another host may build it.
+        real = iso.read_iso_file
+        self.stub_out('nova_ipxe.iso.read_iso_file',
+                      lambda path, max_size, name=None: real(
+                          FAILING_READ, max_size, name))
+        e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
+        self.assert_reschedules(e, exception.InvalidIso)
+        self.assertIn('try again later', e.format_message())
+        self.assertNotIn('Input/output error', e.format_message())
+        self.assertEqual({}, self.our_vdis())
+
+    def test_glance_bytes_not_matching_the_hash_reschedule(self):
+        with open(samples.trixie_iso(), 'rb') as f:
+            other = f.read()
+        # Glance serves other bytes than its record's hash: nothing is
+        # cached, and the build may work from another host.
+        fake_image.FakeImageService()._imagedata[IPXE_IMAGE] = other[
+            :len(self.iso)]
+        e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
+        self.assert_reschedules(e, exception.ImageChecksumMismatch)
+        self.assertEqual([], self.cache_entries())
+        self.assertEqual({}, self.our_vdis())
+
+    def test_glance_stream_longer_than_its_record_reschedules(self):
+        fake_image.FakeImageService()._imagedata[IPXE_IMAGE] = (
+            self.iso + b'\0' * 2048)
+        e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
+        cause = self.assert_reschedules(e, exception.ImageDownloadFailed)
+        self.assertIn('longer than the %d bytes' % len(self.iso),
+                      str(cause))
+        self.assertEqual([], self.cache_entries())
+
+    def test_unwritable_cache_dir_reschedules(self):
+        blocker = os.path.join(self.cache_dir, 'file')
+        with open(blocker, 'w'):
+            pass
+        self.flags(cache_dir=os.path.join(blocker, 'cache'), group='ipxe')
+        e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
+        cause = self.assert_reschedules(e, exception.CacheError)
+        self.assertIn(blocker, str(cause))
+        self.assertNotIn(blocker, e.format_message())
+
+    def test_upload_failure_leaves_no_vdi(self):
+        def refused(xapi, vdi_ref, data):
+            raise exception.XapiUploadFailed(
+                vdi=vdi_ref, call='PUT /import_raw_vdi', code='HTTP 500',
+                details='')
+        self.stub_out('nova_ipxe.virt.xenapi.Xapi.upload', refused)
+        e = self.assertRaises(errors.IpxeHostFailure, self.spawn)
+        cause = self.assert_reschedules(e, exception.XapiUploadFailed)
+        self.assertEqual('HTTP 500', cause.code)
+        self.assertEqual({}, self.our_vdis())
+
+    # -- the base-ISO cache ----------------------------------------------
+
+    def cache_entries(self):
+        return sorted(n for n in os.listdir(self.cache_dir)
+                      if cache.ENTRY_RE.match(n))
+
+    def test_spawn_and_rescue_share_one_verified_download(self):
+        _, instance = self.spawn()
+        (entry,) = self.cache_entries()
+        self.assertIn(IPXE_IMAGE, entry)
+        with open(os.path.join(self.cache_dir, entry), 'rb') as f:
+            self.assertEqual(self.iso, f.read())
+        self.rescue(instance)
+        self.assertEqual([IPXE_IMAGE], self.downloads)
+        # No build files left beside the cache.
+        self.assertEqual([cache.LOCKS, entry],
+                         sorted(os.listdir(self.cache_dir)))
+
+    def test_cache_is_bounded(self):
+        self.flags(cache_max_size=len(self.iso) + 1, group='ipxe')
+        _, instance = self.spawn()
+        with open(samples.trixie_iso(), 'rb') as f:
+            other = f.read()
+        other_id = 'd3e4f5a6-b7c8-4d9e-8f0a-1b2c3d4e5f6a'
+        self.add_image(other_id, other, {'hw_ipxe_boot': 'true'})
+        self.rescue(instance, image=other_id)
+        # The first image's entry went to make room for the second.
+        (entry,) = self.cache_entries()
+        self.assertIn(other_id, entry)
 
     def test_build_failure_boots_the_stock_iso_when_configured(self):
         self.flags(on_build_failure='stock', group='ipxe')
@@ -188,16 +327,6 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.assertEqual([bad], calls)
         self.assertEqual({}, self.our_vdis())
         self.assertEqual({}, self.uploads)
-
-    def test_upload_failure_leaves_no_vdi(self):
-        def refused(xapi, vdi_ref, data):
-            raise exception.XapiUploadFailed(
-                vdi=vdi_ref, call='PUT /import_raw_vdi', code='HTTP 500',
-                details='')
-        self.stub_out('nova_ipxe.virt.xenapi.Xapi.upload', refused)
-        e = self.assertRaises(exception.XapiUploadFailed, self.spawn)
-        self.assertEqual('HTTP 500', e.code)
-        self.assertEqual({}, self.our_vdis())
 
     # -- rescue ------------------------------------------------------------
 
@@ -257,8 +386,6 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.assertEqual(own, self.devices(instance.name))
 
     def test_a_rescue_from_the_same_bytes_reuses_the_parse(self):
-        bases = builder.ParsedBases()   # this test's own, empty
-        self.stub_out('nova_ipxe.builder.PARSED_BASES', bases)
         parses = []
         real = iso.BaseIso.__init__
 
@@ -269,15 +396,19 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         _, instance = self.spawn()
         self.rescue(instance)
         self.assertEqual([len(self.iso)], parses)
-        # Other bytes under the same image ID are parsed afresh.
+        # Other bytes under the same image ID (and so another hash in
+        # Glance) are fetched and parsed afresh.
         self.conn.unrescue(instance, None)
         with open(samples.trixie_iso(), 'rb') as f:
             changed = f.read()
+        service = fake_image.FakeImageService()
         # (The fake's update() keeps the old data.)
-        fake_image.FakeImageService()._imagedata[IPXE_IMAGE] = changed
+        service._imagedata[IPXE_IMAGE] = changed
+        service.images[IPXE_IMAGE].update(glance_hashes(changed),
+                                          size=len(changed))
         self.rescue(instance)
         self.assertEqual([len(self.iso), len(changed)], parses)
-        self.assertEqual(2, len(bases._bases))
+        self.assertEqual([IPXE_IMAGE, IPXE_IMAGE], self.downloads)
 
     def test_hard_reboot_keeps_the_cd(self):
         _, instance = self.spawn()
@@ -308,6 +439,32 @@ class IpxeXenAPIDriverTestCase(test_xenapi.XenAPIVMTestCase):
         self.flags(ipxe_mkisofs_cmd='/usr/bin/mkisofs', group='xenserver')
         self.assertEqual(['xenserver.ipxe_mkisofs_cmd'],
                          ipxe_conf.report_obsolete(ipxe_conf.CONF))
+
+
+def _abort_classes():
+    """The exceptions Nova 21's compute manager aborts a build on.
+
+    Read from ``_build_and_run_instance`` itself: the ``except`` clause
+    that lists ImageUnacceptable turns what it catches into a
+    BuildAbortException; anything else is rescheduled.
+    """
+    tree = ast.parse(inspect.getsource(
+        manager.ComputeManager._build_and_run_instance).lstrip())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ExceptHandler) and isinstance(
+                node.type, ast.Tuple):
+            names = [n.attr for n in node.type.elts
+                     if isinstance(n, ast.Attribute)
+                     and isinstance(n.value, ast.Name)
+                     and n.value.id == 'exception']
+            if 'ImageUnacceptable' in names:
+                return tuple(getattr(nova_exception, n) for n in names)
+    raise AssertionError('no ImageUnacceptable clause in Nova\'s '
+                         '_build_and_run_instance')
+
+
+def aborts_build(error):
+    return isinstance(error, _abort_classes())
 
 
 # Only the tests above: Nova's own XenAPIVMTestCase tests are Nova's.

@@ -17,7 +17,7 @@ installed Nova, after making ``nova.virt.driver.load_compute_driver`` load
 ``ipxe.LibvirtDriver`` wherever a test asks for ``libvirt.LibvirtDriver``.
 ``NOVA_IPXE_UPSTREAM_DRIVER=stock`` runs them on the stock driver instead,
 for the side-by-side counts.  Run it with its own ``--test-path``
-(tools/run-tests.sh, tox env ``nova-libvirt``).
+(tools/run-tests.sh, tox envs ``nova31`` ... ``nova34``).
 
 Some of Nova's tests replace ``LibvirtDriver._get_guest_config`` on Nova's
 class with a wrapper that calls the running driver's *bound* method: a
@@ -28,7 +28,9 @@ any method those tests wrap), so they run unchanged.
 
 import os
 
-from nova.virt import driver
+# Monkey-patched first, as in tests/nova (see its docstring).
+import tests.nova  # noqa: F401,I100,I202
+from nova.virt import driver  # noqa: H306
 
 STOCK = os.environ.get('NOVA_IPXE_UPSTREAM_DRIVER') == 'stock'
 

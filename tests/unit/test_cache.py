@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 
+import fixtures
 from requests_mock.contrib import fixture as requests_mock
 
 from nova_ipxe import cache
@@ -109,21 +110,38 @@ class CacheTestCase(base.TestCase):
         self.assertTrue(self.fetch(IMAGES[1], c=c).downloaded)
 
     def test_lock_waiter_gets_the_entry_when_released(self):
-        c = self.cache(lock_timeout=30)
+        c = self.cache(lock_timeout=60)
         os.makedirs(os.path.join(self.dir, cache.LOCKS), exist_ok=True)
         fd = os.open(os.path.join(self.dir, cache.LOCKS, IMAGES[0]),
                      os.O_RDWR | os.O_CREAT)
         self.addCleanup(os.close, fd)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        # The kernel tells the waiter the image's lock is busy: seen
+        # through flock itself, so the release below comes after it.
+        busy = threading.Event()
+        real_flock = fcntl.flock
+
+        def flock(lock_fd, operation):
+            try:
+                return real_flock(lock_fd, operation)
+            except BlockingIOError:
+                if threading.current_thread() is waiter:
+                    busy.set()
+                raise
+        self.useFixture(fixtures.MonkeyPatch('fcntl.flock', flock))
         result = []
         waiter = threading.Thread(target=lambda: result.append(
             self.fetch(c=c)))
         waiter.start()
-        waiter.join(0.2)
-        self.assertTrue(waiter.is_alive())  # waiting, not failed
+        # A bound for a test gone wrong, not a timing.
+        self.assertTrue(busy.wait(60), 'the fetch never met the lock')
         fcntl.flock(fd, fcntl.LOCK_UN)
-        waiter.join(30)
+        waiter.join()
+        # It waited (a fetch that gave up on a busy lock has no result)
+        # and then fetched the image itself.
+        self.assertEqual(1, len(result))
         self.assertTrue(result[0].downloaded)
+        self.assertEqual(1, self.downloads())
 
     def test_eviction_touches_only_its_own_entries(self):
         ours = self.fetch().path

@@ -109,10 +109,13 @@ class CliTestCase(base.TestCase):
         self.assertError(self.run_cli('render-script', '--network-data',
                                       samples.NETWORK_DATA),
                          'boot_menu_url is not set')
-        self.assertError(self.run_cli(
+        # A host name with no ASCII form is left out, as for Nova's.
+        result = self.run_cli(
             'render-script', '--network-data', samples.NETWORK_DATA,
-            '--menu-url', MENU, '--hostname', 'bad host'),
-            'not an RFC 1123 host name')
+            '--menu-url', MENU, '--hostname', 'bad host')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn("Leaving the host name 'bad host'", result.stderr)
+        self.assertNotIn('set hostname', result.stdout)
         self.assertError(self.run_cli(
             'build-iso', '--source', bad_json, '--network-data',
             samples.NETWORK_DATA, '--menu-url', MENU, '--output',
@@ -159,7 +162,7 @@ OBSOLETE_CONF = '[xenserver]\nipxe_mkisofs_cmd = mkisofs\n'
 
 
 class HostileCliTestCase(CliTestCase):
-    """Issue 7.3, 7.5, 7.6: the promises about the process."""
+    """The promises about the process."""
 
     def write(self, name, text):
         path = os.path.join(self.tmp, name)
@@ -201,14 +204,21 @@ class HostileCliTestCase(CliTestCase):
         bad = self.write('zone.json', json.dumps(data))
         for args in (('--network-data', bad),
                      ('--network-data', samples.NETWORK_DATA,
-                      '--instance-uuid', UUID_NL),
-                     ('--network-data', samples.NETWORK_DATA,
-                      '--hostname', 'vm\nnova-ipxe: error: forged')):
+                      '--instance-uuid', UUID_NL)):
             result = self.run_cli('render-script', '--menu-url', MENU, *args)
             self.assertError(result, 'nova-ipxe: error: ')
             self.assertEqual(1, len(result.stderr.splitlines()),
                              result.stderr)
             self.assertEqual('', result.stdout)
+        # A host name is left out with a warning: one line, escaped.
+        result = self.run_cli('render-script', '--menu-url', MENU,
+                              '--network-data', samples.NETWORK_DATA,
+                              '--hostname', 'vm\nnova-ipxe: error: '
+                              'forged\u202e')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual(1, len(result.stderr.splitlines()), result.stderr)
+        self.assertNotIn('nova-ipxe: error', result.stderr.split("'")[0])
+        self.assertNotIn('\u202e', result.stderr)
 
     def test_network_data_bounded_on_what_is_read(self):
         self.assertError(self.run_cli(
@@ -310,6 +320,25 @@ class HostileCliTestCase(CliTestCase):
             self.assertEqual(['vm.iso'], os.listdir(out_dir))
             with open(output) as f:
                 self.assertEqual('the previous ISO', f.read())
+
+    def test_names_from_the_iso_escaped_in_errors_and_logs(self):
+        # Issue 16: inspect escaped names, the log path did not.  A bidi
+        # override (U+202E, Cf) and a zero-width space reach the error
+        # line and the log's warning only escaped.
+        _, _, files = samples.bookworm_parts()
+        name = '/ipxe\u202exkr.\u200bkrn'
+        evil = samples.isolinux_iso(
+            os.path.join(self.tmp, 'bidi.iso'),
+            ('DEFAULT ipxe\nLABEL ipxe\n KERNEL %s\n' % name).encode(), {
+                ('/IPXE.KRN;1', name): files['/ipxe.krn']})
+        result = self.run_cli(
+            'build-iso', '--source', evil, '--network-data',
+            samples.NETWORK_DATA, '--menu-url', 'https://menu.example/m',
+            '--output', os.path.join(self.tmp, 'out.iso'))
+        self.assertError(result, 'which is not a plain path')
+        self.assertIn('/ipxe\\u202exkr.\\u200bkrn', result.stderr)
+        for ch in ('\u202e', '\u200b'):
+            self.assertNotIn(ch, result.stderr)
 
     def test_inspect_escapes_names_from_the_iso(self):
         _, _, files = samples.bookworm_parts()

@@ -48,17 +48,20 @@ def _cluster_size(data):
 
 
 def _set_fat12(data, cluster, value):
-    """Write a FAT12 entry into every FAT copy of a bytearray image."""
+    """Write a FAT12 entry into every FAT copy of a bytearray image.
+
+    As the FAT specification puts it, not as nova_ipxe.esp does: the
+    table is a little-endian stream of 12-bit entries, entry n at bit
+    12 * n.  test_fat12_helper_agrees_with_mtools checks it on mtools.
+    """
     bps, _, reserved, nfats = struct.unpack_from('<HBHB', data, 11)
     fat_size = struct.unpack_from('<H', data, 22)[0] * bps
     for copy in range(nfats):
-        off = reserved * bps + copy * fat_size + cluster * 3 // 2
-        if cluster & 1:
-            data[off] = data[off] & 0x0F | (value & 0x0F) << 4
-            data[off + 1] = value >> 4
-        else:
-            data[off] = value & 0xFF
-            data[off + 1] = data[off + 1] & 0xF0 | value >> 8
+        start = reserved * bps + copy * fat_size
+        table = int.from_bytes(data[start:start + fat_size], 'little')
+        shift = 12 * cluster
+        table = table & ~(0xFFF << shift) | value << shift
+        data[start:start + fat_size] = table.to_bytes(fat_size, 'little')
 
 
 def _root_offsets(data):
@@ -634,6 +637,28 @@ class BrokenImageTest(EspTestCase):
             data = bytearray(good)
             struct.pack_into(fmt, data, offset, value)
             self.assert_broken(data)
+
+    def test_fat12_helper_agrees_with_mtools(self):
+        # The corruptions below are written with _set_fat12: what mtools
+        # reads back proves it writes the entry it is asked to, at odd
+        # and even clusters, in every FAT copy mtools may read.
+        img = self.mkfs(*FAT12)
+        self.mcopy(img, '/A.BIN', _blob(3000))     # six 512-byte clusters
+        first = _start_cluster(self.load(img), b'A       BIN')
+        cases = (
+            (first + 1, first + 3, '<%d-%d> <%d-%d>' % (
+                first, first + 1, first + 3, first + 5)),
+            (first, first + 2,
+             '<%d> <%d-%d>' % (first, first + 2, first + 5)),
+            (first + 2, 0xFFF, '<%d-%d>' % (first, first + 2)),
+            (first + 1, 0xFFF, '<%d-%d>' % (first, first + 1)),
+        )
+        for cluster, value, chain in cases:
+            data = bytearray(self.load(img))
+            _set_fat12(data, cluster, value)
+            shown = self.run_tool('mshowfat', '-i', self.save(bytes(data)),
+                                  '::/A.BIN').stdout.decode().split()
+            self.assertEqual(['::/A.BIN'] + chain.split(), shown)
 
     def test_file_chain_loop(self):
         img = self.mkfs(*FAT12)

@@ -12,10 +12,60 @@
 
 """nova_ipxe.exception: three categories, two one-line messages each."""
 
+import ast
 import inspect
+import os
+import re
+import unicodedata
 
+import hypothesis
+from hypothesis import strategies as st
+
+import nova_ipxe
 from nova_ipxe import exception
 from tests import base
+
+FIELD = re.compile(r'%\((\w+)\)([a-z])')
+# Arguments a class fills in itself when the caller leaves them out.
+DEFAULTS = {'details'} | {'call', 'code'}
+
+
+def errors():
+    return [c for _, c in inspect.getmembers(exception, inspect.isclass)
+            if issubclass(c, exception.NovaIpxeError)]
+
+
+def fields(cls):
+    """{name: conversion} of both templates of ``cls``."""
+    return dict(FIELD.findall(cls.msg_fmt) + FIELD.findall(cls.safe_fmt))
+
+
+def raise_sites():
+    """Where the package constructs a typed error with keywords only.
+
+    [(file:line, class name, keyword names)]; a message given as text, or
+    ``**kwargs`` passed on, is left out.
+    """
+    top = os.path.dirname(nova_ipxe.__file__)
+    names = {c.__name__ for c in errors()}
+    sites = []
+    for folder, _, files in os.walk(top):
+        for name in sorted(f for f in files if f.endswith('.py')):
+            path = os.path.join(folder, name)
+            with open(path) as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Attribute)
+                        and isinstance(node.func.value, ast.Name)
+                        and node.func.value.id == 'exception'
+                        and node.func.attr in names and not node.args
+                        and all(k.arg for k in node.keywords)):
+                    sites.append(('%s:%d' % (os.path.relpath(path, top),
+                                             node.lineno), node.func.attr,
+                                  {k.arg for k in node.keywords}))
+    return sites
+
 
 CATEGORY_BASES = {exception.TenantError: exception.TENANT,
                   exception.OperatorError: exception.OPERATOR,
@@ -56,6 +106,24 @@ class MessageTestCase(base.TestCase):
         self.assertIn('\\x0a', str(e))
         self.assertIn('\\u2028', e.safe_message)
 
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.text())
+    def test_no_hidden_character_survives(self, text):
+        shown = exception.one_line(text)
+        self.assertEqual([], [c for c in shown if unicodedata.category(c)
+                              in exception.HIDDEN_CATEGORIES])
+        self.assertLessEqual(len(shown), exception.MAX_MESSAGE)
+        self.assertNotIn('\n', shown)
+
+    def test_format_characters_escaped(self):
+        # Cf (bidi overrides, zero-width), Zl, Zp, C1: all escaped.
+        self.assertEqual('a\\u202eb\\u200bc\\u2029d\\x85e\\u2066f',
+                         exception.one_line('a\u202eb\u200bc\u2029d\x85e'
+                                            '\u2066f'))
+        e = exception.InvalidIso(source='x', reason='name evil\u202etxt.exe')
+        self.assertIn('evil\\u202etxt.exe', str(e))
+        self.assertIn('evil\\u202etxt.exe', e.safe_message)
+
     def test_safe_message_leaves_out_the_host_path(self):
         e = exception.InvalidIso(source='/var/lib/nova/x.iso', reason='r')
         self.assertIn('/var/lib/nova/x.iso', str(e))
@@ -82,6 +150,33 @@ class MessageTestCase(base.TestCase):
                 self.assertNotIn(str(kwargs[name]), e.safe_message,
                                  '%s shows %s' % (cls.__name__, name))
             self.assertNotIn('%(', e.safe_message, cls.__name__)
+
+    def test_every_template_renders_from_its_own_fields(self):
+        # A template that does not format (a typo in a field, a missing
+        # conversion) would fall back to the raw template in the log.
+        for cls in errors():
+            kwargs = {name: 7 if conv == 'd' else 'value-of-%s' % name
+                      for name, conv in fields(cls).items()}
+            e = cls(**kwargs)
+            self.assertEqual(exception.one_line(cls.msg_fmt % kwargs),
+                             e.message, cls.__name__)
+            self.assertEqual(exception.one_line(cls.safe_fmt % kwargs),
+                             e.safe_message, cls.__name__)
+
+    def test_every_raise_site_fills_the_templates(self):
+        # What a caller passes against what the class's templates use: a
+        # field renamed in a template, or a caller that forgets one,
+        # fails here rather than in a log line nobody reads.
+        sites = raise_sites()
+        self.assertGreater(len(sites), 60)
+        classes = {c.__name__: c for c in errors()}
+        missing = []
+        for where, name, given in sites:
+            wanted = set(fields(classes[name])) - DEFAULTS
+            if wanted - given:
+                missing.append('%s: %s without %s' % (
+                    where, name, ', '.join(sorted(wanted - given))))
+        self.assertEqual([], missing)
 
     def test_bounded(self):
         text = exception.one_line('x' * 5000)

@@ -268,7 +268,7 @@ class BadIsoTestCase(base.TestCase):
         self.assertRefused(exception.InvalidIso, path, 'is not ISOLINUX')
 
     def test_too_large(self):
-        e = self.assertRefused(exception.IsoTooLarge, samples.trixie_iso(),
+        e = self.assertRefused(exception.ImageTooLarge, samples.trixie_iso(),
                                'more than [ipxe] max_iso_size',
                                max_size=1024 * 1024)
         self.assertIn('9437184 bytes', str(e))
@@ -415,7 +415,7 @@ class MutatedIsoTestCase(base.TestCase):
 
 
 class HostileIsoTestCase(base.TestCase):
-    """Issue 7: what a tenant's ISO must not do to the compute host."""
+    """What a tenant's ISO must not do to the compute host."""
 
     def assertInvalid(self, data, text, exc=exception.InvalidIso):
         e = self.assertRaises(exc, iso.BaseIso, data, 'hostile.iso')

@@ -16,7 +16,7 @@ from tests import base
 
 
 class CredentialsTestCase(base.TestCase):
-    """Issue 7.12: the tenant can read the URL in its ISO."""
+    """The tenant can read the URL in its ISO."""
 
     def test_operator_url_with_credentials_refused(self):
         for url in ('http://boot:s3cret@boot.example/menu',

@@ -257,7 +257,7 @@ def many_links(count, networks_per_link=0, services_per_network=0):
 
 
 class BoundsTestCase(base.TestCase):
-    """Issue 7.3 and 7.9: every input bounded on what is read, typed."""
+    """Every input bounded on what is read, typed."""
 
     def assertInvalid(self, fn, *args, text=None):
         e = self.assertRaises(exception.InvalidNetworkData, fn, *args)
@@ -385,7 +385,7 @@ class BoundsTestCase(base.TestCase):
 
 
 class CanonicalTestCase(base.TestCase):
-    """Issues 7.8, 7.11: unparseable or non-canonical values are refused.
+    """Unparsable or non-canonical values are refused.
 
     Refused, never rewritten into something else.
     """
@@ -504,7 +504,7 @@ def _mutate(data, path, op, value):
 
 
 class ParserFuzzTestCase(base.TestCase):
-    """Issue 7: the network-data parser under structured fuzzing.
+    """The network-data parser under structured fuzzing.
 
     The demo data is mutated (values replaced by hostile JSON, keys
     deleted, entries copied), serialised, optionally corrupted as bytes,

@@ -15,6 +15,9 @@ import os
 import subprocess
 import urllib.parse
 
+import hypothesis
+from hypothesis import strategies as st
+
 from nova_ipxe import builder
 from nova_ipxe import exception
 from nova_ipxe import signature
@@ -40,7 +43,8 @@ class VectorTestCase(base.TestCase):
                 v['kid'], v['ts'], v['path'], v['fields']), v['name'])
             self.assertEqual(v['sig'], signature.sign(
                 v['key'], v['kid'], v['ts'], v['path'], v['fields']))
-            verified = signature.verify(v['keys'], v['path'], v['query'])
+            verified = signature.verify(v['keys'], v['path'], v['query'],
+                                        now=v['now'])
             self.assertEqual((v['kid'], v['ts'], v['fields']),
                              (verified.kid, verified.ts, verified.fields))
 
@@ -58,14 +62,15 @@ class VectorTestCase(base.TestCase):
         for v in load_vectors()['invalid']:
             e = self.assertRaises(signature.InvalidSignature,
                                   signature.verify, v['keys'], v['path'],
-                                  v['query'])
+                                  v['query'], now=v['now'],
+                                  max_age=v.get('max_age'))
             self.assertEqual(v['reason'], str(e), v['name'])
 
     def test_rotation_and_age(self):
         v = load_vectors()['valid'][0]
         keys = {'old': 'x' * 16, v['kid']: v['key']}
         self.assertEqual(v['kid'], signature.verify(
-            keys, v['path'], v['query']).kid)
+            keys, v['path'], v['query'], now=v['now']).kid)
         signature.verify(keys, v['path'], v['query'], now=v['ts'] + 60,
                          max_age=60)
         e = self.assertRaises(signature.InvalidSignature, signature.verify,
@@ -74,7 +79,119 @@ class VectorTestCase(base.TestCase):
         self.assertIn('signed 61 seconds ago', str(e))
         # The right signature under another key id's key is refused.
         self.assertRaises(signature.InvalidSignature, signature.verify,
-                          {v['kid']: 'y' * 16}, v['path'], v['query'])
+                          {v['kid']: 'y' * 16}, v['path'], v['query'],
+                          now=v['now'])
+
+    def test_future_ts_bounded_by_skew(self):
+        v = load_vectors()['valid'][0]
+        args = ({v['kid']: v['key']}, v['path'], v['query'])
+        signature.verify(*args, now=v['ts'] - 300)
+        e = self.assertRaises(signature.InvalidSignature, signature.verify,
+                              *args, now=v['ts'] - 10 * 365 * 86400)
+        self.assertIn('in the future', str(e))
+        signature.verify(*args, now=v['ts'] - 3600, max_skew=3600)
+
+    def test_vectors_are_v2(self):
+        vectors = load_vectors()
+        self.assertEqual('nova-ipxe-menu-v2', vectors['version'])
+        for v in vectors['valid']:
+            self.assertTrue(v['canonical'].startswith('nova-ipxe-menu-v2\n'))
+
+
+def guide_verifier():
+    """The reference verifier printed in the guide, as a function.
+
+    "A menu server written from the guide alone verifies the vectors":
+    this is that menu server, read from doc/source/admin/menus.rst.
+    """
+    with open(os.path.join(samples.REPO, 'doc', 'source', 'admin',
+                           'menus.rst'), encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    start = lines.index('    # nova-ipxe-menu-v2 reference verifier')
+    code = []
+    for line in lines[start:]:
+        if line and not line.startswith('    '):
+            break
+        code.append(line[4:])
+    namespace = {}
+    exec(compile('\n'.join(code), 'menus.rst', 'exec'), namespace)
+    return namespace['check']
+
+
+class GuideVerifierTestCase(base.TestCase):
+
+    def test_guide_verifier_agrees_with_the_vectors(self):
+        check = guide_verifier()
+        vectors = load_vectors()
+        for v in vectors['valid']:
+            self.assertEqual(v['fields'], check(v['keys'], v['path'],
+                                                v['query'], now=v['now']),
+                             v['name'])
+        for v in vectors['invalid']:
+            self.assertRaises(ValueError, check, v['keys'], v['path'],
+                              v['query'], now=v['now'],
+                              max_age=v.get('max_age'))
+
+
+class HostileVerifyTestCase(base.TestCase):
+    """verify() raises InvalidSignature and nothing else, whatever comes."""
+
+    @hypothesis.settings(max_examples=400, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(path=st.one_of(st.text(max_size=40), st.binary(
+        max_size=8), st.none(), st.integers()),
+        query=st.one_of(st.text(max_size=300), st.none(), st.binary(
+            max_size=8)),
+        keys=st.one_of(st.dictionaries(st.text(max_size=4), st.one_of(
+            st.text(max_size=20), st.binary(max_size=20), st.none())),
+            st.none()))
+    def test_anything_is_refused_typed(self, path, query, keys):
+        try:
+            signature.verify(keys, path, query, now=0)
+        except signature.InvalidSignature:
+            pass
+
+    @hypothesis.settings(max_examples=300, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(st.data())
+    def test_mutated_valid_queries_refused_typed(self, data):
+        v = data.draw(st.sampled_from(load_vectors()['valid']))
+        query = v['query']
+        at = data.draw(st.integers(0, len(query)))
+        insert = data.draw(st.text(max_size=6))
+        mutated = query[:at] + urllib.parse.quote(insert) + query[at:]
+        try:
+            got = signature.verify(v['keys'], v['path'], mutated,
+                                   now=v['now'])
+        except signature.InvalidSignature:
+            return
+        # Accepted: then the signed identity is the one that was signed.
+        self.assertEqual(v['fields'], got.fields)
+
+    def test_non_ascii_sig_is_refused_not_type_error(self):
+        v = load_vectors()['valid'][0]
+        query = v['query'].replace(v['sig'], v['sig'][:-1] + '\u0663')
+        e = self.assertRaises(signature.InvalidSignature, signature.verify,
+                              v['keys'], v['path'], query, now=v['now'])
+        self.assertEqual('sig is not 64 lowercase hex digits', str(e))
+
+    def test_signing_refuses_what_verify_would(self):
+        for path, fields in (
+                ('/m%0Auuid=x', {}),
+                ('/m%E2%80%AE', {}),
+                ('/m%FF', {}),
+                ('relative', {}),
+                ('/m', {'hostname': 'caf\u00e9'}),
+                ('/m', {'hostname': 'a\nuuid=' + UUID}),
+                ('/m', {'ip': '2001:DB8::1'}),
+                ('/m', {'uuid': UUID.upper()}),
+                ('/m', {'color': 'red'})):
+            self.assertRaises(signature.UnsignableValue, signature.sign,
+                              KEY, '1', 1, path, fields)
+        self.assertRaises(signature.UnsignableValue, signature.sign,
+                          KEY, 'bad id', 1, '/m', {})
+        self.assertRaises(signature.UnsignableValue, signature.sign,
+                          KEY, '1', -1, '/m', {})
 
 
 class SignedScriptTestCase(base.TestCase):
@@ -134,3 +251,37 @@ class SignedScriptTestCase(base.TestCase):
         self.assertEqual(exception.OPERATOR, e.category)
         self.assertRaises(ValueError, self.flags,
                           menu_signing_key_id='bad id')
+
+    def test_tenant_path_with_line_break_cannot_get_a_signature(self):
+        # The v1 forgery: a tenant override whose path decodes to extra
+        # identity lines.  Refused as the tenant's bad URL, never signed.
+        self.flags(menu_signing_key=KEY)
+        for path in ('/menu.ipxe%0Auuid=' + UUID + '%0Ahostname=x',
+                     '/menu.ipxe%0D%0Auuid=' + UUID,
+                     '/menu%E2%80%A8.ipxe', '/menu%C2%85.ipxe',
+                     '/menu%E2%80%AE.ipxe', '/menu%FF.ipxe'):
+            data = self.network_data()
+            e = self.assertRaises(
+                exception.InvalidMenuUrl, builder.render_script,
+                builder.Instance(network_data=data, uuid=UUID,
+                                 server_metadata={
+                                     'ipxe_boot_menu_url':
+                                         'http://evil.example' + path}),
+                self.conf)
+            self.assertEqual(exception.TENANT, e.category, path)
+
+    def test_operator_path_that_cannot_be_signed(self):
+        self.flags(menu_signing_key=KEY,
+                   boot_menu_url='http://b/m%0A.ipxe')
+        e = self.assertRaises(exception.SigningError, self.render)
+        self.assertIn('U+000A', str(e))
+
+    def test_latin1_host_name_is_signed_in_punycode(self):
+        self.flags(menu_signing_key=KEY)
+        text = builder.render_script(builder.Instance(
+            network_data=self.network_data(), uuid=UUID,
+            hostname='caf\u00e9-1'), self.conf).text
+        parts = urllib.parse.urlsplit(self.url(text))
+        verified = signature.verify({'1': KEY}, parts.path, parts.query)
+        self.assertEqual('xn--caf-1-dsa', verified.fields['hostname'])
+        self.assertIn('set hostname xn--caf-1-dsa', text)

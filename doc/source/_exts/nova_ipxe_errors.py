@@ -14,7 +14,8 @@
 
 Lists every class of ``nova_ipxe.exception`` whose ``category`` is
 CATEGORY (tenant, operator, infrastructure), read from the code, with its
-log message and the message a tenant sees.  The directive's content gives
+log message, the message a tenant sees and what Nova does with a build
+that fails with it.  The directive's content gives
 the advice, one ``ClassName: what to do`` paragraph per class; a class
 without advice gets its category's general advice, and advice for a class
 that does not exist is a warning (so a rename fails the -W build).
@@ -37,6 +38,16 @@ GENERAL = {
                         'server.',
     exception.INFRASTRUCTURE: 'Usually transient: check the service named '
                               '(Glance, the disk), then try again.',
+}
+# What Nova does with a failed build, by category: the rule of
+# nova_ipxe/virt/errors.py (doc/source/contributor/errors.rst), which
+# imports Nova and so cannot be imported by the docs build.
+NOVA = {
+    exception.TENANT: 'the build is aborted (not rescheduled); the '
+                      'instance fault shows the tenant message.',
+    exception.OPERATOR: 'the build is aborted (not rescheduled); the '
+                        'instance fault shows the tenant message.',
+    exception.INFRASTRUCTURE: 'the build is rescheduled to another host.',
 }
 _FIELD = re.compile(r'%\((\w+)\)[a-z]')
 
@@ -95,6 +106,8 @@ class ErrorsDirective(Directive):
                     '',
                     '    *What to do:* %s'
                     % advice.get(cls.__name__, GENERAL[category]),
+                    '',
+                    '    *Nova:* %s' % NOVA[category],
                     '']
         container = nodes.container()
         self.state.nested_parse(StringList(rst, source='nova_ipxe.exception'),

@@ -79,6 +79,15 @@ class XenapiTestCase(StandinTestCase):
         self.assertEqual(self.standin.info['sr'], vdi_rec['SR'])
         self.assertEqual(0, len(self.iso) - int(vdi_rec['virtual_size']))
 
+    def test_import_streams_a_file(self):
+        # The driver uploads the ISO it built into a file, from disk.
+        with open(samples.BOOKWORM_ISO, 'rb') as f:
+            vdi = xenapi.import_iso(self.xapi, f, UUID)
+            self.assertEqual(len(self.iso), f.tell())
+        self.assertEqual(self.iso, self.standin.vdi_bytes(vdi))
+        self.assertEqual(str(len(self.iso)), self.xapi.call(
+            'VDI.get_record', vdi)['virtual_size'])
+
     def test_reattach_replaces_the_cd(self):
         old_vbd, old_vdi = self.attach()
         new_vbd, new_vdi = self.attach(self.iso[:-2048])
