@@ -8,7 +8,7 @@ their own ``--test-path`` (see tox.ini and tools/run-tests.sh).
 
 import os
 
-NOVA_SUITES = ('nova', 'nova21', 'nova_upstream')
+NOVA_SUITES = ('nova', 'nova21', 'nova_upstream', 'realhost')
 
 
 def load_tests(loader, standard_tests, pattern):

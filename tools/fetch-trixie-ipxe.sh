@@ -2,9 +2,11 @@
 # Fetch Debian trixie's ipxe package (1.21.1+git20250501, whose EFI loader
 # runs autoexec.ipxe) and unpack it into DEST, using private apt state
 # directories: the system's apt sources and state are not touched. The
-# archive is the one this system's apt already uses.
+# archive is the one this system's apt already uses. A second argument
+# names another suite: "sid" gives iPXE 2.0 (2.0.0+dfsg, DESIGN 3).
 set -euo pipefail
 dest=${1:-.cache/trixie-ipxe}
+suite=${2:-trixie}
 if [ -f "$dest/usr/lib/ipxe/ipxe.iso" ]; then
     exit 0
 fi
@@ -20,16 +22,16 @@ if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
 fi
 if [ -z "$uri" ]; then
     echo "fetch-trixie-ipxe: no Debian archive in this system's apt" \
-         "sources; cannot fetch trixie's ipxe" >&2
+         "sources; cannot fetch $suite's ipxe" >&2
     exit 1
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc"
-cat > "$work/etc/trixie.sources" <<EOF
+cat > "$work/etc/$suite.sources" <<EOF
 Types: deb
 URIs: $uri
-Suites: trixie
+Suites: $suite
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF

@@ -44,5 +44,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# The user and group Debian's libvirtd is built to run QEMU as (what
+# libvirt-daemon-system would create; tests/realhost runs libvirtd).
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+getent passwd libvirt-qemu >/dev/null ||
+    useradd -r -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin \
+        libvirt-qemu
+
 tools/install-glance.sh
 tools/fetch-trixie-ipxe.sh .cache/trixie-ipxe
+# iPXE 2.0 (Debian sid's ipxe 2.0.0+dfsg): tests/realhost boots it.
+tools/fetch-trixie-ipxe.sh .cache/sid-ipxe sid

@@ -109,6 +109,20 @@ if wanted nova; then
     fi
 fi
 
+# A real compute host: Nova's services with ipxe.LibvirtDriver on a real
+# libvirtd and QEMU in a network namespace (tests/realhost), on each Nova
+# release of REALHOST_RELEASES (default 33 and 34), in that release's
+# venv. One test process per release (the tests share the host).
+if wanted realhost; then
+    for release in ${REALHOST_RELEASES:-33 34}; do
+        tools/install-nova.sh "$release"
+        venv=.venv-nova-$release
+        "$venv/bin/python" -c 'import libvirt' 2>/dev/null ||
+            "$venv/bin/pip" install -q -r tools/realhost-requirements.txt
+        suite "realhost-$release" "$venv" ./tests/realhost --concurrency 1
+    done
+fi
+
 if [ -s "$NOVA_IPXE_BOOT_TIMINGS" ]; then
     echo "== boot times measured by the functional tests (QEMU TCG)"
     python3 - "$NOVA_IPXE_BOOT_TIMINGS" <<'EOF'

@@ -46,6 +46,7 @@ their signatures per release are in :mod:`nova_ipxe.virt.release`):
 import copy
 import os
 
+from lxml import etree
 from nova import block_device
 from nova.compute import task_states
 from nova.compute import vm_states
@@ -89,6 +90,11 @@ GONE = (nova_exception.ImageNotFound, nova_exception.ImageNotAuthorized,
 # the server keeps what it had (_keep_built).
 FAIL_TASK_STATES = (task_states.SPAWNING, task_states.REBUILD_SPAWNING,
                     task_states.RESCUING)
+# Nova 34 writes <loader secure> beside firmware autoselection (<os
+# firmware='efi'>), which libvirt 9.0 (Debian bookworm) refuses; libvirt's
+# firmware selection rework (9.2) is expected to take it (only 9.0 was
+# checked): see _loader_secure_for_libvirt.
+LOADER_SECURE_WITH_AUTOSELECTION = (9, 2, 0)
 # Image backends whose root disk is a file in the instance directory.
 SUPPORTED_IMAGES_TYPES = ('default', 'qcow2', 'flat', 'raw')
 
@@ -406,9 +412,37 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         disk_info = self._ipxe_disk_info(context, instance, network_info,
                                          disk_info, image_meta, rescue,
                                          block_device_info)
-        return super()._get_guest_xml(
+        xml = super()._get_guest_xml(
             context, instance, network_info, disk_info, image_meta,
             rescue=rescue, block_device_info=block_device_info, **kwargs)
+        if (self._ipxe_layout(instance, image_meta, block_device_info)
+                and not self._host.has_min_version(
+                    LOADER_SECURE_WITH_AUTOSELECTION)):
+            xml = self._loader_secure_for_libvirt(xml)
+        return xml
+
+    @staticmethod
+    def _loader_secure_for_libvirt(xml):
+        """Drop ``<loader secure>`` where ``<os firmware>`` autoselects.
+
+        libvirt before 9.2 refuses the attribute with firmware
+        autoselection ("loader attribute 'secure' cannot be specified when
+        firmware autoselection is enabled"), so a UEFI guest as Nova 34
+        writes it never starts on Debian bookworm's libvirt 9.0.  The
+        secure-boot ``<firmware><feature>`` Nova writes beside it says the
+        same to the autoselection.  Only for iPXE servers: others are the
+        stock driver's.
+        """
+        root = etree.fromstring(xml)
+        os_el = root.find('os')
+        loader = os_el.find('loader') if os_el is not None else None
+        if (loader is None or os_el.get('firmware') is None
+                or loader.get('secure') is None):
+            return xml
+        del loader.attrib['secure']
+        if not loader.attrib and not (loader.text or '').strip():
+            os_el.remove(loader)
+        return etree.tostring(root, encoding='unicode', pretty_print=True)
 
     def _ipxe_disk_info(self, context, instance, network_info, disk_info,
                         image_meta, rescue, block_device_info):

@@ -272,3 +272,29 @@ class LoadTestCase(libvirt_base.IpxeServersTestBase):
         self.assertIn('WARNING [nova_ipxe.virt.libvirt] nova-ipxe: '
                       'ipxe.LibvirtDriver on Nova 35.0.0, a release it was '
                       'not tested with', self.stdlog.logger.output)
+
+
+class LoaderSecureTestCase(testtools.TestCase):
+    """<loader secure> beside firmware autoselection (libvirt < 9.2)."""
+
+    UEFI = ('<domain type="qemu"><os firmware="efi"><firmware><feature '
+            'name="secure-boot" enabled="no"/></firmware><type>hvm</type>'
+            '<loader secure="no"/></os></domain>')
+
+    def test_dropped_with_autoselection(self):
+        out = libvirt.LibvirtDriver._loader_secure_for_libvirt(self.UEFI)
+        self.assertNotIn('<loader', out)
+        self.assertIn('name="secure-boot" enabled="no"', out)
+        self.assertIn('firmware="efi"', out)
+
+    def test_a_loader_with_a_path_keeps_it(self):
+        xml = self.UEFI.replace('<loader secure="no"/>',
+                                '<loader secure="yes">/x.fd</loader>')
+        out = libvirt.LibvirtDriver._loader_secure_for_libvirt(xml)
+        self.assertIn('<loader>/x.fd</loader>', out)
+
+    def test_left_alone_without_autoselection(self):
+        xml = ('<domain><os><type>hvm</type><loader secure="yes" '
+               'type="pflash">/x.fd</loader></os></domain>')
+        self.assertEqual(
+            xml, libvirt.LibvirtDriver._loader_secure_for_libvirt(xml))
