@@ -40,14 +40,15 @@ passed=0 failed=0 skipped=0
 # suite NAME VENV TEST_PATH [stestr run arguments]: run one stestr suite
 # with that venv's stestr and add its counts to the totals.
 suite() {
-    local name=$1 venv=$2 path=$3 src=0 p f s
+    local name=$1 venv=$2 path=$3 src=0 p f s start
     shift 3
     echo "== $name: stestr --test-path $path run $*"
+    start=$(date +%s)
     "$venv/bin/stestr" --test-path "$path" --top-dir ./ run "$@" || src=$?
     read -r p f s < <("$venv/bin/stestr" last 2>/dev/null | awk '
         /Passed:/ {p=$NF} /Failed:/ {f=$NF} /Skipped:/ {s=$NF}
         END {print p+0, f+0, s+0}')
-    echo "== $name: $p passed, $f failed, $s skipped"
+    echo "== $name: $p passed, $f failed, $s skipped in $(( $(date +%s) - start )) s"
     passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
     [ "$src" = 0 ] || rc=1
 }
@@ -82,23 +83,40 @@ fi
 # with NOVA_UPSTREAM_TESTS=all). The subset includes the tests that wrap
 # _get_guest_config onto Nova's class (machine type, stateless firmware,
 # device bus migration). NOVA_RELEASES picks releases (default: all four).
+#
+# To stay within 45 minutes on 2 cores, Nova 33 and 34 run all of it and
+# Nova 31 and 32 (NOVA_SUBSET_RELEASES) a named subset: in tests/nova what
+# touches the release differences (the per-release table and start-up
+# gate, the QEMU boots, spawn, the lifecycle with hard reboot, rescue,
+# resize and shelve, the failure paths, live and non-shared cold
+# migration: NOVA_SUBSET), in Nova's own tests stateless firmware (wraps
+# _get_guest_config), rescue with a deleted base, VIF models and UEFI
+# (NOVA_UPSTREAM_SUBSET). NOVA_SUBSET_RELEASES= runs everything on all.
 # Nova 34 runs tests/nova a second time on Python 3.13 (.venv-nova-34-py313).
 upstream=${NOVA_UPSTREAM_TESTS:-'test_(machine_type|stateless_firmware|device_bus_migration|rescue_deleted_base|uefi|vif_model)\.'}
 [ "$upstream" = all ] && upstream=
+subset_releases=${NOVA_SUBSET_RELEASES-31 32}
+subset=${NOVA_SUBSET:-'tests\.nova\.(test_driver|test_boot|test_libvirt\.(SpawnTestCase|LifecycleTestCase|FailureTestCase)|test_migration\.(LiveMigrationTestCase|NonSharedColdMigrationTestCase))\.'}
+upstream_subset=${NOVA_UPSTREAM_SUBSET:-'test_(stateless_firmware|rescue_deleted_base|uefi|vif_model)\.'}
 nova_release() {
-    local release=$1 py=${2:-} venv=.venv-nova-$1 start
+    local release=$1 py=${2:-} venv=.venv-nova-$1 start tests=() up=$upstream
     [ -n "$py" ] && venv=$venv-py${py//./}
+    if [[ " $subset_releases " == *" $release "* ]]; then
+        tests=("$subset")
+        up=$upstream_subset
+    fi
     start=$(date +%s)
     NOVA_PYTHON=python${py:-3} tools/install-nova.sh "$release"
     echo "== nova-$release${py:+-py$py}: venv ready in $(( $(date +%s) - start )) s"
-    suite "nova-$release${py:+-py$py}" "$venv" ./tests/nova --concurrency 2
+    suite "nova-$release${py:+-py$py}" "$venv" ./tests/nova --concurrency 2 \
+        "${tests[@]}"
     [ -n "$py" ] && return
     # That one fails with Nova's stock driver too (7 != 6 verified image
     # properties in _assert_guest_config), here as with ours.
     suite "nova-upstream-$release" "$venv" ./tests/nova_upstream \
         --concurrency 2 \
         --exclude-regex 'test_machine_type_and_bus_and_model_migration' \
-        $upstream
+        $up
 }
 if wanted nova; then
     for release in ${NOVA_RELEASES:-31 32 33 34}; do

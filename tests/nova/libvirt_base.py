@@ -157,12 +157,15 @@ class IpxeServersTestBase(base.ServersTestBase):
         self.events = []
         real_create = libvirt_guest.Guest.create
 
-        def create(xml, host):
+        def create(cls, xml, host):
             self.defined.append(xml)
             self.events.append(self.guest_event('create', host, xml))
             return real_create(xml, host)
+        # Guest.create is a classmethod: MonkeyPatch makes this one too.
+        # (A staticmethod inside it worked only until Python 3.13, which
+        # no longer chains classmethod to the descriptor it wraps.)
         self.useFixture(fixtures.MonkeyPatch(
-            'nova.virt.libvirt.guest.Guest.create', staticmethod(create)))
+            'nova.virt.libvirt.guest.Guest.create', create))
 
     def _wait_for_server_parameter(self, server, expected_params,
                                    max_retries=10, **kw):
@@ -413,7 +416,7 @@ class IpxeMoveBase(IpxeLifecycleBase):
             return real_convert(path)
         self.useFixture(fixtures.MonkeyPatch(
             'nova.virt.libvirt.driver.LibvirtDriver._disk_raw_to_qcow2',
-            staticmethod(convert)))
+            convert))
         real_create_image = libvirt_utils.create_image
 
         def create_image(path, disk_format, *args, **kwargs):
