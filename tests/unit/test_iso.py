@@ -28,6 +28,7 @@ import fixtures
 import hypothesis
 from hypothesis import strategies as st
 import pycdlib
+from testtools import content
 
 from nova_ipxe import capabilities
 from nova_ipxe import esp
@@ -394,21 +395,47 @@ class MutatedIsoTestCase(base.TestCase):
     never another exception (pycdlib is not hardened against this).
     """
 
-    @hypothesis.settings(max_examples=120, deadline=None,
-                         suppress_health_check=list(hypothesis.HealthCheck))
-    @hypothesis.given(
-        sector=hypothesis.strategies.integers(16, 40),
-        offset=hypothesis.strategies.integers(0, 2047),
-        junk=hypothesis.strategies.binary(min_size=1, max_size=64))
-    def test_mangled_metadata(self, sector, offset, junk):
-        data = bytearray(self.source())
-        start = sector * 2048 + offset
-        data[start:start + len(junk)] = junk
-        try:
-            base_iso = iso.BaseIso(bytes(data[:len(self._source)]), 'x.iso')
-            base_iso.build_bytes(SCRIPT)
-        except exception.NovaIpxeError:
-            pass
+    def test_mangled_metadata(self):
+        outcomes = collections.Counter()
+
+        @hypothesis.settings(max_examples=120, deadline=None,
+                             suppress_health_check=list(
+                                 hypothesis.HealthCheck))
+        @hypothesis.given(
+            sector=hypothesis.strategies.integers(16, 40),
+            offset=hypothesis.strategies.integers(0, 2047),
+            junk=hypothesis.strategies.binary(min_size=1, max_size=64))
+        def one(sector, offset, junk):
+            data = bytearray(self.source())
+            start = sector * 2048 + offset
+            data[start:start + len(junk)] = junk
+            data = bytes(data[:len(self._source)])
+            try:
+                base_iso = iso.BaseIso(data, 'x.iso')
+                out, result = base_iso.build_bytes(SCRIPT)
+            except exception.NovaIpxeError as e:
+                # Refused: the tenant's fault, said on one line.
+                self.assertEqual(exception.TENANT, e.category, str(e))
+                self.assertEqual([str(e)], str(e).splitlines())
+                outcomes['refused'] += 1
+                return
+            # Built: within the output bound, and an ISO that boots this
+            # script (read back by pycdlib, not by our reader).
+            self.assertLessEqual(len(out), base_iso.output_limit(SCRIPT))
+            back = pycdlib.PyCdlib()
+            back.open_fp(io.BytesIO(out))
+            script = io.BytesIO()
+            back.get_file_from_iso_fp(script, iso_path=iso.SCRIPT_ISO_PATH)
+            back.close()
+            self.assertEqual(SCRIPT, script.getvalue())
+            self.assertTrue(result.bios)
+            outcomes['built'] += 1
+        one()
+        self.addDetail('outcomes', content.text_content(str(dict(outcomes))))
+        # The examples reach both outcomes: damage that matters and damage
+        # that does not.
+        self.assertGreater(outcomes['refused'], 0, outcomes)
+        self.assertGreater(outcomes['built'], 0, outcomes)
 
     def source(self):
         if not hasattr(type(self), '_source'):
