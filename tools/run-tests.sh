@@ -166,8 +166,14 @@ nova_release() {
         up=$upstream_subset
     fi
     ready "nova-$release${py:+-py$py}" || return 0
+    # The Debian installer boot (menu service) runs once per run, on the
+    # newest release with the default Python; elsewhere it is left out, not
+    # counted as skipped.
+    local installer=()
+    [ "$release${py}" = 34 ] ||
+        installer=(--exclude-regex 'test_the_debian_installer_fetches_its_preseed')
     suite "nova-$release${py:+-py$py}" "$venv" ./tests/nova --concurrency 2 \
-        "${tests[@]}"
+        "${installer[@]}" "${tests[@]}"
     [ -n "$py" ] && return
     # That one fails with Nova's stock driver too (7 != 6 verified image
     # properties in _assert_guest_config), here as with ours.
