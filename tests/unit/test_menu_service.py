@@ -20,6 +20,7 @@ an iPXE script that says why and ends with ``exit 1``.
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -385,9 +386,24 @@ class MenuServiceTestCase(base.TestCase):
         generator.main(['--config-file', GENERATOR_CONF,
                         '--output-file', out])
         with open(SAMPLE) as f, open(out) as g:
-            self.assertEqual(f.read(), g.read(),
-                             'etc/nova-ipxe/menu-service.conf.sample is '
-                             'stale: run tox -e genconfig')
+            want, got = f.read(), g.read()
+        # [menu_service] is ours: exactly as generated.  [DEFAULT] and
+        # [nova] hold oslo.log's and keystoneauth's options, which differ
+        # between their releases (Python 3.10 gets an older keystoneauth):
+        # there the sample must name the same groups.
+        self.assertEqual(_section(want, 'menu_service'),
+                         _section(got, 'menu_service'),
+                         'etc/nova-ipxe/menu-service.conf.sample is '
+                         'stale: run tox -e genconfig')
+        self.assertEqual(re.findall(r'(?m)^\[\w+\]$', want),
+                         re.findall(r'(?m)^\[\w+\]$', got))
+
+
+def _section(text, name):
+    """The lines of one [section] of a generated sample."""
+    start = text.index('\n[%s]\n' % name)
+    end = text.find('\n[', start + 1)
+    return text[start:end if end > 0 else len(text)]
 
 
 class EntryPointsTestCase(base.TestCase):
