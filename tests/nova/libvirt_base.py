@@ -176,15 +176,7 @@ class IpxeServersTestBase(base.ServersTestBase):
             server, expected_params, max_retries=max(max_retries, 240), **kw)
 
     def _store_uploads(self):
-        # The fake Glance drops the data of an update (a snapshot upload).
-        real_update = self.glance.update
-
-        def update(context, image_id, metadata, data=None, **kw):
-            if data is not None:
-                self.glance._imagedata[image_id] = (
-                    data.read() if hasattr(data, 'read') else bytes(data))
-            return real_update(context, image_id, metadata, **kw)
-        self.glance.update = update
+        samples.keep_image_uploads(self.glance)
 
     def _setup_services(self):
         self.flags(api_paste_config=API_PASTE)

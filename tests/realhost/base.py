@@ -218,16 +218,7 @@ class RealHostTestBase(integrated_helpers._IntegratedTestBase):
             time.sleep(0.5)
 
     def _store_uploads(self):
-        # The fixture Glance drops the data of an update (a snapshot's
-        # upload): keep it, so a server can boot from the snapshot.
-        real_update = self.glance.update
-
-        def update(context, image_id, metadata, data=None, **kw):
-            if data is not None:
-                self.glance._imagedata[image_id] = (
-                    data.read() if hasattr(data, 'read') else bytes(data))
-            return real_update(context, image_id, metadata, **kw)
-        self.glance.update = update
+        samples.keep_image_uploads(self.glance)
 
     # -- images and ports ------------------------------------------------
 
